@@ -1,0 +1,157 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// daemonEnv tells the re-executed binary that it is the daemon child.
+const daemonEnv = "_ECHOD_DAEMON"
+
+// readyMsg is what the child writes on the readiness pipe once it serves;
+// anything else, or nothing before EOF, means start-up failed.
+const readyMsg = "ready\n"
+
+// The child's inherited descriptors: ExtraFiles[i] becomes fd 3+i.
+const (
+	listenerFD = 3 + iota
+	readyFD
+	pidFD
+)
+
+func isDaemonChild() bool { return os.Getenv(daemonEnv) == "1" }
+
+// daemonize runs the post's Daemon() for Go. Go cannot fork: fork() copies
+// only the calling thread of a multi-threaded process, and the Go runtime
+// always has several. So the parent re-executes its own binary, which then
+// inherits the listener, the PID file and a pipe on which to report readiness.
+// It returns only on failure; on success the parent prints the pid and exits.
+func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
+	lnf, err := ln.File()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	// /proc/self/exe, not os.Args[0]: it works under `go run` and even if the
+	// binary on disk has been replaced.
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Args[0] = os.Args[0] // what ps shows
+	cmd.Env = append(os.Environ(), daemonEnv+"=1")
+	cmd.ExtraFiles = []*os.File{lnf, w, pidf}
+
+	// ①忽略信号: done by the child in ignoreSignals, since exec resets
+	// ignored signals in a Go program.
+
+	// ②自成会话: the child calls setsid() before exec. Unlike the post's
+	// fork, the child is never a process-group leader, so setsid succeeds.
+	// One re-exec leaves the daemon a session leader, which could acquire a
+	// controlling terminal by opening one; echod never opens a terminal, so
+	// the classic second fork (daemon(7)) is not needed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+
+	// ③更改工作目录: chdir in the child before exec, so a bad -dir is an
+	// error from Start, here, where the terminal still sees it.
+	cmd.Dir = *dir
+
+	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null. Stderr goes to
+	// the log rather than /dev/null, so a panic's trace is kept.
+	cmd.Stderr = logf
+
+	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
+	// say), or the daemon would hold it open for good; ExtraFiles still pass.
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range fds {
+		if fd, _ := strconv.Atoi(e.Name()); fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	w.Close() // so that the read below ends at EOF once the child is gone
+	r.SetReadDeadline(time.Now().Add(10 * time.Second))
+	msg, err := io.ReadAll(r)
+	if string(msg) == readyMsg {
+		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", cmd.Process.Pid, ln.Addr(), logf.Name())
+		os.Exit(0)
+	}
+	cmd.Process.Kill() // nothing may be left running after a failed start
+	cmd.Wait()
+	if len(msg) > 0 {
+		return errors.New(strings.TrimPrefix(strings.TrimSpace(string(msg)), "echod: "))
+	}
+	if err == nil {
+		err = errors.New("exited during start-up")
+	}
+	return fmt.Errorf("daemon not ready: %v (see %s)", err, logf.Name())
+}
+
+// inherit is the child's half of setup: it takes back what daemonize passed.
+func inherit() (ln net.Listener, pidf, ready *os.File, err error) {
+	os.Unsetenv(daemonEnv)                                                // or a program we start would think it is the daemon too
+	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
+	ignoreSignals()
+	ready = os.NewFile(readyFD, "ready")
+	setLogger(os.Stderr) // the log file, see ④
+	if *pidPath != "" {
+		// The absolute path: -pidfile may be relative to where we started.
+		name, _ := os.Readlink(fmt.Sprint("/proc/self/fd/", pidFD))
+		pidf = os.NewFile(pidFD, name)
+	}
+	f := os.NewFile(listenerFD, "listener")
+	defer f.Close()
+	ln, err = net.FileListener(f)
+	return ln, pidf, ready, err
+}
+
+// ignoreSignals is step ①忽略信号. SIGHUP would kill us when the terminal
+// we came from closes, SIGPIPE on a write to a closed fd 1 or 2 (a socket
+// write just returns EPIPE), and the job-control signals would stop us.
+// SIGSTOP, which the post ignores, cannot be caught or ignored at all.
+// SIGCHLD stays as it is: ignoring it makes the kernel reap children itself,
+// and a daemon that waits for one would get ECHILD.
+func ignoreSignals() {
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+}
+
+// lockPID opens path and takes an exclusive flock. The lock belongs to the
+// open file, so it passes to the daemon with the descriptor and dies with
+// it: a PID file left by a dead daemon is never locked.
+func lockPID(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // no O_TRUNC: it may be another daemon's
+	if err != nil {
+		return nil, err
+	}
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		pid, _ := os.ReadFile(path)
+		err = fmt.Errorf("already running as pid %s (%s is locked)", strings.TrimSpace(string(pid)), path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// writePID replaces the PID file's contents with our pid, once we hold its lock.
+func writePID(f *os.File) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return err
+}

@@ -1,0 +1,3 @@
+module echod
+
+go 1.26

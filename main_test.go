@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildFlags []string
+	echodBin   string // built once by TestMain
+	clientBin  string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "echod-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	echodBin, clientBin = filepath.Join(dir, "echod"), filepath.Join(dir, "client")
+	for bin, pkg := range map[string]string{echodBin: ".", clientBin: "./client"} {
+		args := append(append([]string{"build"}, buildFlags...), "-o", bin, pkg)
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// poll waits up to d for cond, failing the test with what if it never holds.
+func poll(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("after %v: %s", d, what)
+		}
+	}
+}
+
+// proc is an echod started with -foreground, killed at the end of the test.
+type proc struct {
+	cmd    *exec.Cmd
+	addr   string
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	done   chan struct{} // closed once the process has exited
+	err    error         // its exit status, valid after done
+}
+
+// startServer runs echod -foreground on a free loopback port and returns once
+// it has logged its start line.
+func startServer(t testing.TB, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(echodBin, append([]string{"-foreground", "-addr", "127.0.0.1:0"}, args...)...)
+	return start(t, cmd)
+}
+
+func start(t testing.TB, cmd *exec.Cmd) *proc {
+	t.Helper()
+	s := &proc{cmd: cmd, done: make(chan struct{})}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); <-s.done })
+	started := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			if i := strings.Index(line, "msg=start addr="); i >= 0 {
+				started <- strings.Fields(line[i+len("msg=start addr="):])[0]
+			}
+			s.mu.Lock()
+			s.stderr.WriteString(line + "\n")
+			s.mu.Unlock()
+		}
+		s.err = cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case s.addr = <-started:
+	case <-s.done:
+		t.Fatalf("echod exited at start: %v\n%s", s.err, s.log())
+	case <-time.After(10 * time.Second):
+		t.Fatalf("echod did not start\n%s", s.log())
+	}
+	return s
+}
+
+func (s *proc) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+// stop sends SIGTERM and waits up to d for a clean exit.
+func (s *proc) stop(t testing.TB, d time.Duration) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.wait(t, d)
+}
+
+// wait waits up to d for a clean exit.
+func (s *proc) wait(t testing.TB, d time.Duration) {
+	t.Helper()
+	select {
+	case <-s.done:
+		if s.err != nil {
+			t.Fatalf("echod exited with %v\n%s", s.err, s.log())
+		}
+	case <-time.After(d):
+		t.Fatalf("echod still running after %v", d)
+	}
+}
+
+func dial(t testing.TB, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// echo streams data through c while reading the echo, half-closes, and
+// checks that exactly data comes back before the server's close.
+func echo(t testing.TB, c *net.TCPConn, data []byte) {
+	t.Helper()
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read after %d bytes: %v", len(got), err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal("write:", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("echo differs: sent %d bytes, got %d, first difference at %d", len(data), len(got), firstDiff(got, data))
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestEchoBinary(t *testing.T) {
+	s := startServer(t)
+	var all []byte
+	for i := range 512 {
+		all = append(all, byte(i)) // every byte value, NUL included, twice
+	}
+	echo(t, dial(t, s.addr), all)
+}
+
+func TestEchoLargeStream(t *testing.T) {
+	s := startServer(t)
+	echo(t, dial(t, s.addr), random(8<<20)) // far more than the socket buffers: echoed while streaming
+}
+
+func TestEchoHalfClose(t *testing.T) {
+	s := startServer(t)
+	c := dial(t, s.addr)
+	c.Write([]byte("before FIN"))
+	c.CloseWrite()
+	got, err := io.ReadAll(c) // the server echoes what is pending, then closes
+	if err != nil || string(got) != "before FIN" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}
+
+func TestMoreClientsThanWorkers(t *testing.T) {
+	s := startServer(t, "-workers", "2", "-queue", "1")
+	var wg sync.WaitGroup
+	for range 20 {
+		c := dial(t, s.addr)
+		wg.Go(func() { echo(t, c, random(64<<10)) })
+	}
+	wg.Wait()
+}
+
+// TestIdleFreesWorker holds the only worker with a client that never sends,
+// then with one that never reads, and expects the next client to be served
+// once -idle has passed.
+func TestIdleFreesWorker(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hold func(c *net.TCPConn)
+	}{
+		{"silent", func(c *net.TCPConn) {}},
+		{"never reads", func(c *net.TCPConn) { go c.Write(make([]byte, 16<<20)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, "-workers", "1", "-queue", "1", "-idle", "500ms")
+			holder := dial(t, s.addr)
+			tc.hold(holder)
+			begin := time.Now()
+			c := dial(t, s.addr)
+			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
+			echo(t, c, []byte("served"))
+			if d := time.Since(begin); d < 400*time.Millisecond {
+				t.Errorf("served after %v: the worker was not held", d)
+			}
+			holder.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.Copy(io.Discard, holder); isTimeout(err) {
+				t.Error("the idle connection was not closed")
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// TestShutdownCompletesTransfer sends SIGTERM while a transfer is in flight:
+// new clients are refused, the transfer completes, and echod exits 0.
+func TestShutdownCompletesTransfer(t *testing.T) {
+	s := startServer(t, "-grace", "20s")
+	c := dial(t, s.addr)
+	first := random(1 << 20)
+	go c.Write(first)
+	if _, err := io.ReadFull(c, make([]byte, len(first))); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	poll(t, 5*time.Second, "new connections still accepted after SIGTERM", func() bool {
+		nc, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+	echo(t, c, random(4<<20))
+	s.wait(t, 10*time.Second)
+	if !strings.Contains(s.log(), "msg=stop") {
+		t.Errorf("no stop line in the log:\n%s", s.log())
+	}
+}
+
+// TestShutdownGraceExpires keeps every worker busy and the queue full with
+// clients that never finish; SIGTERM must still end echod after -grace.
+func TestShutdownGraceExpires(t *testing.T) {
+	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "300ms")
+	busy := dial(t, s.addr)
+	busy.Write([]byte("x"))
+	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // one in the queue, one held by the accept loop, one in the backlog
+		dial(t, s.addr)
+	}
+	begin := time.Now()
+	s.stop(t, 5*time.Second)
+	if d := time.Since(begin); d < 250*time.Millisecond {
+		t.Errorf("exited after %v, before -grace", d)
+	}
+	if _, err := io.Copy(io.Discard, busy); err != nil && isTimeout(err) {
+		t.Error("the busy connection was left open")
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"-workers", "0"}, {"-bogus"}, {"extra"}, {"-idle", "0s"}} {
+		cmd := exec.CommandContext(context.Background(), echodBin, append(args, "-foreground")...)
+		out, err := cmd.CombinedOutput()
+		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "echod") {
+			t.Errorf("%v: exit %d, want 2\n%s", args, code, out)
+		}
+	}
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
