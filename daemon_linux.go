@@ -62,8 +62,11 @@ func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	// the classic second fork (daemon(7)) is not needed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ③更改工作目录: chdir in the child before exec, so a bad -dir is an
-	// error from Start, here, where the terminal still sees it.
+	// ③更改工作目录: the child does chdir before exec. Check first, as
+	// Start would blame a bad -dir on the executable.
+	if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("-dir %s: no such directory", *dir)
+	}
 	cmd.Dir = *dir
 
 	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null. Stderr goes to

@@ -31,8 +31,8 @@ var (
 
 func main() {
 	flag.Parse()
-	if err := checkFlags(); err != nil {
-		fmt.Fprintln(os.Stderr, "echod:", err)
+	if flag.NArg() > 0 || *workers < 1 || *queue < 0 || *idle <= 0 || *grace < 0 {
+		fmt.Fprintln(os.Stderr, "echod: want no arguments, -workers > 0, -queue >= 0, -idle > 0, -grace >= 0")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -62,18 +62,6 @@ func main() {
 	slog.Info("stop")
 }
 
-func checkFlags() error {
-	switch {
-	case flag.NArg() > 0:
-		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
-	case *workers < 1, *queue < 0:
-		return errors.New("-workers must be at least 1 and -queue at least 0")
-	case *idle <= 0, *grace < 0:
-		return errors.New("-idle must be positive and -grace not negative")
-	}
-	return nil
-}
-
 // setup binds the listener, opens the log and locks the PID file. In daemon
 // mode it never returns in the parent: daemonize execs the child, whose setup
 // inherits all three and returns the pipe on which it reports readiness.
@@ -81,19 +69,20 @@ func setup() (ln net.Listener, pidf, ready *os.File, err error) {
 	if isDaemonChild() {
 		return inherit()
 	}
-	if ln, err = net.Listen("tcp", *addr); err != nil {
-		return nil, nil, nil, err // e.g., address already in use: still on the terminal
-	}
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	logf := os.Stderr
-	if !*foreground || set["log"] {
-		if logf, err = os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
+	// The PID file first, so a second start names the running daemon.
+	if (!*foreground || set["pidfile"]) && *pidPath != "" {
+		if pidf, err = lockPID(*pidPath); err != nil {
 			return nil, nil, nil, err
 		}
 	}
-	if (!*foreground || set["pidfile"]) && *pidPath != "" {
-		if pidf, err = lockPID(*pidPath); err != nil {
+	if ln, err = net.Listen("tcp", *addr); err != nil {
+		return nil, nil, nil, err // e.g., address already in use: still on the terminal
+	}
+	logf := os.Stderr
+	if !*foreground || set["log"] {
+		if logf, err = os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
 			return nil, nil, nil, err
 		}
 	}
@@ -105,43 +94,31 @@ func setup() (ln net.Listener, pidf, ready *os.File, err error) {
 }
 
 func setLogger(w io.Writer) {
-	level := slog.LevelInfo
+	opts := &slog.HandlerOptions{}
 	if *verbose {
-		level = slog.LevelDebug
+		opts.Level = slog.LevelDebug
 	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
-}
-
-// server tracks the connections its workers are serving, so that shutdown
-// can close them once the grace period is over.
-type server struct {
-	idle   time.Duration
-	mu     sync.Mutex
-	active map[net.Conn]struct{} // nil once closeAll has run
+	slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
 }
 
 // serve runs the pool on ln until ctx is done, then shuts down as net/http's
 // Shutdown does: stop accepting, let connections finish for up to grace,
 // then close whatever is left.
 func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace time.Duration) {
-	s := &server{idle: idle, active: map[net.Conn]struct{}{}}
+	hard, cut := context.WithCancel(context.Background()) // cut: the grace period is over
+	defer cut()
 	jobs := make(chan net.Conn, queue)
 	var wg sync.WaitGroup
 	for id := range workers {
-		wg.Go(func() { s.worker(id, jobs) })
+		wg.Go(func() { worker(hard, id, jobs, idle) })
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() }) // new clients are now refused
 	defer stop()
 	accept(ctx, ln, jobs)
 	close(jobs)
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(grace):
-		s.closeAll()
-		<-done
-	}
+	timer := time.AfterFunc(grace, cut)
+	defer timer.Stop()
+	wg.Wait()
 }
 
 // accept hands each new connection to the pool until ln is closed. When every
@@ -179,31 +156,30 @@ func accept(ctx context.Context, ln net.Listener, jobs chan<- net.Conn) {
 
 // worker serves connections from jobs one at a time, like one of the post's
 // pool threads. Its buffer is reused, so echoing allocates nothing.
-func (s *server) worker(id int, jobs <-chan net.Conn) {
+func worker(hard context.Context, id int, jobs <-chan net.Conn, idle time.Duration) {
 	buf := make([]byte, 32<<10)
 	for c := range jobs {
-		if s.track(c, true) {
-			start := time.Now()
-			n, err := s.echo(c, buf)
-			s.track(c, false)
-			slog.Debug("conn", "worker", id, "remote", c.RemoteAddr(), "bytes", n, "time", time.Since(start), "err", err)
-		}
+		stop := context.AfterFunc(hard, func() { c.Close() }) // at once, if already cut
+		start := time.Now()
+		n, err := echo(c, buf, idle)
+		stop()
 		c.Close()
+		slog.Debug("conn", "worker", id, "remote", c.RemoteAddr(), "bytes", n, "time", time.Since(start), "err", err)
 	}
 }
 
 // echo sends back everything c sends until c half-closes (RFC 862). The
 // deadline makes a client that stops sending or stops reading give its
-// worker back after s.idle; without it, N silent clients stop N workers.
-func (s *server) echo(c net.Conn, buf []byte) (n int64, err error) {
+// worker back after idle; without it, N silent clients stop N workers.
+func echo(c net.Conn, buf []byte, idle time.Duration) (n int64, err error) {
 	for {
-		c.SetDeadline(time.Now().Add(s.idle))
+		c.SetDeadline(time.Now().Add(idle))
 		nr, rerr := c.Read(buf)
 		if nr > 0 {
 			nw, werr := c.Write(buf[:nr]) // unlike write(2), returns only when all is written or it fails
 			n += int64(nw)
 			if werr != nil {
-				return n, werr // e.g., the client reset, or stopped reading for s.idle
+				return n, werr // e.g., the client reset, or stopped reading for idle
 			}
 		}
 		if rerr == io.EOF {
@@ -213,29 +189,4 @@ func (s *server) echo(c net.Conn, buf []byte) (n int64, err error) {
 			return n, rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
-}
-
-// track adds c to or removes it from the active set; after closeAll it
-// refuses, and the worker closes c at once.
-func (s *server) track(c net.Conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.active == nil {
-		return false
-	}
-	if add {
-		s.active[c] = struct{}{}
-	} else {
-		delete(s.active, c)
-	}
-	return true
-}
-
-func (s *server) closeAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.active {
-		c.Close()
-	}
-	s.active = nil
 }

@@ -144,9 +144,9 @@ func dial(t testing.TB, addr string) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
-// echo streams data through c while reading the echo, half-closes, and
+// mustEcho streams data through c while reading the echo, half-closes, and
 // checks that exactly data comes back before the server's close.
-func echo(t testing.TB, c *net.TCPConn, data []byte) {
+func mustEcho(t testing.TB, c *net.TCPConn, data []byte) {
 	t.Helper()
 	werr := make(chan error, 1)
 	go func() {
@@ -189,12 +189,12 @@ func TestEchoBinary(t *testing.T) {
 	for i := range 512 {
 		all = append(all, byte(i)) // every byte value, NUL included, twice
 	}
-	echo(t, dial(t, s.addr), all)
+	mustEcho(t, dial(t, s.addr), all)
 }
 
 func TestEchoLargeStream(t *testing.T) {
 	s := startServer(t)
-	echo(t, dial(t, s.addr), random(8<<20)) // far more than the socket buffers: echoed while streaming
+	mustEcho(t, dial(t, s.addr), random(8<<20)) // far more than the socket buffers: echoed while streaming
 }
 
 func TestEchoHalfClose(t *testing.T) {
@@ -213,7 +213,7 @@ func TestMoreClientsThanWorkers(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		c := dial(t, s.addr)
-		wg.Go(func() { echo(t, c, random(64<<10)) })
+		wg.Go(func() { mustEcho(t, c, random(64<<10)) })
 	}
 	wg.Wait()
 }
@@ -236,7 +236,7 @@ func TestIdleFreesWorker(t *testing.T) {
 			begin := time.Now()
 			c := dial(t, s.addr)
 			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
-			echo(t, c, []byte("served"))
+			mustEcho(t, c, []byte("served"))
 			if d := time.Since(begin); d < 400*time.Millisecond {
 				t.Errorf("served after %v: the worker was not held", d)
 			}
@@ -271,7 +271,7 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 		}
 		return err != nil
 	})
-	echo(t, c, random(4<<20))
+	mustEcho(t, c, random(4<<20))
 	s.wait(t, 10*time.Second)
 	if !strings.Contains(s.log(), "msg=stop") {
 		t.Errorf("no stop line in the log:\n%s", s.log())
