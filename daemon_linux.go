@@ -15,21 +15,12 @@ import (
 	"time"
 )
 
-// daemonEnv tells the re-executed binary that it is the daemon child.
-const daemonEnv = "_ECHOD_DAEMON"
-
-// readyMsg is what the child writes on the readiness pipe once it serves;
-// anything else, or nothing before EOF, means start-up failed.
-const readyMsg = "ready\n"
-
-// The child's inherited descriptors: ExtraFiles[i] becomes fd 3+i.
 const (
-	listenerFD = 3 + iota
-	readyFD
-	pidFD
-)
+	daemonEnv = "_ECHOD_DAEMON" // tells the re-executed binary that it is the daemon
+	readyMsg  = "ready\n"       // on the readiness pipe; anything else, or EOF, is failure
 
-func isDaemonChild() bool { return os.Getenv(daemonEnv) == "1" }
+	listenerFD, readyFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
+)
 
 // daemonize runs the post's Daemon() for Go. Go cannot fork: fork() copies
 // only the calling thread of a multi-threaded process, and the Go runtime
@@ -52,8 +43,8 @@ func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	cmd.Env = append(os.Environ(), daemonEnv+"=1")
 	cmd.ExtraFiles = []*os.File{lnf, w, pidf}
 
-	// ①忽略信号: done by the child in ignoreSignals, since exec resets
-	// ignored signals in a Go program.
+	// ①忽略信号: the child's job, in inherit, as a Go program starts with
+	// its own signal handlers whatever it inherits.
 
 	// ②自成会话: the child calls setsid() before exec. Unlike the post's
 	// fork, the child is never a process-group leader, so setsid succeeds.
@@ -93,20 +84,25 @@ func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	}
 	cmd.Process.Kill() // nothing may be left running after a failed start
 	cmd.Wait()
-	if len(msg) > 0 {
-		return errors.New(strings.TrimPrefix(strings.TrimSpace(string(msg)), "echod: "))
+	if len(msg) == 0 {
+		return fmt.Errorf("the daemon died or hung in start-up (%v); see %s", err, logf.Name())
 	}
-	if err == nil {
-		err = errors.New("exited during start-up")
-	}
-	return fmt.Errorf("daemon not ready: %v (see %s)", err, logf.Name())
+	return errors.New(strings.TrimSpace(string(msg)))
 }
 
 // inherit is the child's half of setup: it takes back what daemonize passed.
 func inherit() (ln net.Listener, pidf, ready *os.File, err error) {
 	os.Unsetenv(daemonEnv)                                                // or a program we start would think it is the daemon too
 	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
-	ignoreSignals()
+
+	// ①忽略信号: SIGHUP would kill us when the terminal we came from
+	// closes, SIGPIPE on a write to a closed fd 1 or 2 (a socket write just
+	// returns EPIPE), and the job-control signals would stop us. SIGSTOP,
+	// which the post ignores, cannot be caught or ignored at all. SIGCHLD
+	// stays as it is: ignored, the kernel reaps children itself, and a
+	// daemon that waits for one gets ECHILD.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+
 	ready = os.NewFile(readyFD, "ready")
 	setLogger(os.Stderr) // the log file, see ④
 	if *pidPath != "" {
@@ -118,16 +114,6 @@ func inherit() (ln net.Listener, pidf, ready *os.File, err error) {
 	defer f.Close()
 	ln, err = net.FileListener(f)
 	return ln, pidf, ready, err
-}
-
-// ignoreSignals is step ①忽略信号. SIGHUP would kill us when the terminal
-// we came from closes, SIGPIPE on a write to a closed fd 1 or 2 (a socket
-// write just returns EPIPE), and the job-control signals would stop us.
-// SIGSTOP, which the post ignores, cannot be caught or ignored at all.
-// SIGCHLD stays as it is: ignoring it makes the kernel reap children itself,
-// and a daemon that waits for one would get ECHILD.
-func ignoreSignals() {
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 }
 
 // lockPID opens path and takes an exclusive flock. The lock belongs to the

@@ -45,16 +45,12 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
-		if ready != nil {
-			fmt.Fprintln(ready, "echod:", err) // the parent prints it on the terminal
-		}
+		fmt.Fprintln(ready, err) // for the parent to print; a no-op when ready is nil (not a daemon)
 		os.Exit(1)
 	}
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	if ready != nil {
-		ready.WriteString(readyMsg)
-		ready.Close()
-	}
+	ready.WriteString(readyMsg) // a no-op when nil, as above
+	ready.Close()
 	serve(ctx, ln, *workers, *queue, *idle, *grace)
 	if pidf != nil {
 		os.Remove(pidf.Name())
@@ -66,7 +62,7 @@ func main() {
 // mode it never returns in the parent: daemonize execs the child, whose setup
 // inherits all three and returns the pipe on which it reports readiness.
 func setup() (ln net.Listener, pidf, ready *os.File, err error) {
-	if isDaemonChild() {
+	if os.Getenv(daemonEnv) == "1" {
 		return inherit()
 	}
 	set := map[string]bool{}

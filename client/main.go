@@ -21,17 +21,9 @@ var (
 )
 
 func main() {
-	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: client [-retries N] [-wait D] HOST PORT")
-		flag.PrintDefaults()
-	}
 	flag.Parse()
-	if flag.NArg() != 2 {
-		flag.Usage()
-		os.Exit(2)
-	}
-	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); err != nil || p == 0 {
-		fmt.Fprintf(os.Stderr, "client: bad port %q\n", flag.Arg(1))
+	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 {
+		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N] [-wait D] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
 	c := &client{addr: net.JoinHostPort(flag.Arg(0), flag.Arg(1))}
