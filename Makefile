@@ -2,7 +2,7 @@
 # echod.pid in this directory; `make stop` stops it.
 GO ?= go
 
-.PHONY: all run stop ps client test
+.PHONY: all run stop ps client test fuzz soak
 all: bin/echod bin/client
 
 bin/echod: go.mod $(wildcard *.go)
@@ -31,3 +31,11 @@ client: bin/client
 test:
 	$(GO) vet ./...
 	$(GO) test -race ./...
+
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzEcho$$' -fuzztime $(FUZZTIME) .
+
+DURATION ?= 60s
+soak:
+	$(GO) test -race -count=1 -run '^TestSoak$$' -v -timeout 0 . -soak $(DURATION)

@@ -20,8 +20,9 @@ import (
 
 var (
 	buildFlags []string
-	echodBin   string // built once by TestMain
+	echodBin   string // built once by TestMain, with the race detector if the tests have it
 	clientBin  string
+	plainBin   string // echod without the race detector, for measuring CPU and memory
 )
 
 func TestMain(m *testing.M) {
@@ -30,11 +31,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	echodBin, clientBin = filepath.Join(dir, "echod"), filepath.Join(dir, "client")
-	for bin, pkg := range map[string]string{echodBin: ".", clientBin: "./client"} {
-		args := append(append([]string{"build"}, buildFlags...), "-o", bin, pkg)
+	echodBin, clientBin, plainBin = filepath.Join(dir, "echod"), filepath.Join(dir, "client"), filepath.Join(dir, "plain", "echod")
+	for _, b := range []struct {
+		bin, pkg string
+		flags    []string
+	}{{echodBin, ".", buildFlags}, {clientBin, "./client", buildFlags}, {plainBin, ".", nil}} {
+		args := append(append([]string{"build"}, b.flags...), "-o", b.bin, b.pkg)
 		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, out)
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
 			os.Exit(1)
 		}
 	}
@@ -218,9 +222,9 @@ func TestMoreClientsThanWorkers(t *testing.T) {
 	wg.Wait()
 }
 
-// TestIdleFreesWorker holds the only worker with a client that never sends,
-// then with one that never reads, and expects the next client to be served
-// once -idle has passed.
+// TestIdleFreesWorker holds both workers with clients that never send, then
+// with clients that never read, and expects the next client to be served
+// once -idle has passed, and not much later.
 func TestIdleFreesWorker(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -230,19 +234,23 @@ func TestIdleFreesWorker(t *testing.T) {
 		{"never reads", func(c *net.TCPConn) { go c.Write(make([]byte, 16<<20)) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := startServer(t, "-workers", "1", "-queue", "1", "-idle", "500ms")
-			holder := dial(t, s.addr)
-			tc.hold(holder)
+			s := startServer(t, "-workers", "2", "-queue", "1", "-idle", "500ms")
+			holders := []*net.TCPConn{dial(t, s.addr), dial(t, s.addr)}
+			for _, h := range holders {
+				tc.hold(h)
+			}
 			begin := time.Now()
 			c := dial(t, s.addr)
 			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
 			mustEcho(t, c, []byte("served"))
-			if d := time.Since(begin); d < 400*time.Millisecond {
-				t.Errorf("served after %v: the worker was not held", d)
+			if d := time.Since(begin); d < 400*time.Millisecond || d > 2*time.Second {
+				t.Errorf("served after %v, want about -idle (500ms)", d)
 			}
-			holder.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := io.Copy(io.Discard, holder); isTimeout(err) {
-				t.Error("the idle connection was not closed")
+			for _, h := range holders {
+				h.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.Copy(io.Discard, h); isTimeout(err) {
+					t.Error("an idle connection was not closed")
+				}
 			}
 		})
 	}
@@ -256,7 +264,8 @@ func isTimeout(err error) bool {
 // TestShutdownCompletesTransfer sends SIGTERM while a transfer is in flight:
 // new clients are refused, the transfer completes, and echod exits 0.
 func TestShutdownCompletesTransfer(t *testing.T) {
-	s := startServer(t, "-grace", "20s")
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	s := startServer(t, "-grace", "20s", "-pidfile", pidfile)
 	c := dial(t, s.addr)
 	first := random(1 << 20)
 	go c.Write(first)
@@ -273,6 +282,9 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 	})
 	mustEcho(t, c, random(4<<20))
 	s.wait(t, 10*time.Second)
+	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+		t.Errorf("PID file left: %v", err)
+	}
 	if !strings.Contains(s.log(), "msg=stop") {
 		t.Errorf("no stop line in the log:\n%s", s.log())
 	}
@@ -281,7 +293,8 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 // TestShutdownGraceExpires keeps every worker busy and the queue full with
 // clients that never finish; SIGTERM must still end echod after -grace.
 func TestShutdownGraceExpires(t *testing.T) {
-	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "300ms")
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "300ms", "-pidfile", pidfile)
 	busy := dial(t, s.addr)
 	busy.Write([]byte("x"))
 	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
@@ -297,6 +310,9 @@ func TestShutdownGraceExpires(t *testing.T) {
 	}
 	if _, err := io.Copy(io.Discard, busy); err != nil && isTimeout(err) {
 		t.Error("the busy connection was left open")
+	}
+	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
+		t.Errorf("PID file left: %v", err)
 	}
 }
 

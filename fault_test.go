@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var soakFor = flag.Duration("soak", 5*time.Second, "how long TestSoak runs")
+
+// cpuTicks is the user+system CPU time pid has used, in clock ticks (1/100 s).
+func cpuTicks(t testing.TB, pid int) int {
+	t.Helper()
+	st := procStat(pid)
+	if len(st) < 13 {
+		t.Fatalf("no /proc/%d/stat", pid)
+	}
+	user, _ := strconv.Atoi(st[11])
+	sys, _ := strconv.Atoi(st[12])
+	return user + sys
+}
+
+func fdCount(pid int) int {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(fds)
+}
+
+// vmHWM is pid's peak resident memory, in KiB.
+func vmHWM(t testing.TB, pid int) int {
+	t.Helper()
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmHWM:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb
+		}
+	}
+	t.Fatalf("no VmHWM for pid %d", pid)
+	return 0
+}
+
+// backToRest waits until pid holds no more descriptors than it did at rest.
+func backToRest(t testing.TB, pid, rest int) {
+	t.Helper()
+	poll(t, 10*time.Second, fmt.Sprintf("descriptors not back to %d", rest), func() bool { return fdCount(pid) <= rest })
+}
+
+// startPlain runs echod -foreground without the race detector, whose memory
+// and CPU would swamp what is measured, under the command prefix pre.
+func startPlain(t testing.TB, pre []string, args ...string) *proc {
+	t.Helper()
+	args = append(append(pre, plainBin, "-foreground", "-addr", "127.0.0.1:0"), args...)
+	s := start(t, exec.Command(args[0], args[1:]...))
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.cmd.Process.Pid)); string(comm) != "echod\n" {
+		t.Fatalf("pid %d is %q, not echod", s.cmd.Process.Pid, comm)
+	}
+	return s
+}
+
+// TestOutOfDescriptors runs echod with 24 descriptors and 60 clients. The
+// post exits on the first EMFILE; echod must back off without spinning or
+// flooding its log, and serve again once the clients leave.
+func TestOutOfDescriptors(t *testing.T) {
+	s := startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16")
+	pid := s.cmd.Process.Pid
+	var clients []*net.TCPConn
+	for range 60 {
+		clients = append(clients, dial(t, s.addr))
+	}
+	poll(t, 5*time.Second, "no EMFILE logged", func() bool { return strings.Contains(s.log(), "too many open files") })
+	before := cpuTicks(t, pid)
+	time.Sleep(2 * time.Second) // a window to measure, not to wait for something
+	used := cpuTicks(t, pid) - before
+	t.Logf("out of descriptors: %d ms of CPU in 2 s, log %d bytes", used*10, len(s.log()))
+	if used > 20 {
+		t.Errorf("%d ms of CPU in 2 s while out of descriptors: spinning", used*10)
+	}
+	if n := len(s.log()); n > 4<<10 {
+		t.Errorf("log grew to %d bytes", n)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	c := dial(t, s.addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	mustEcho(t, c, []byte("served again"))
+	select {
+	case <-s.done:
+		t.Fatalf("echod exited: %v", s.err)
+	default:
+	}
+}
+
+// TestFlood connects 3000 clients at once to 16 workers: memory stays flat,
+// every client is echoed, and the descriptors go back to rest.
+func TestFlood(t *testing.T) {
+	s := startPlain(t, nil, "-workers", "16")
+	pid := s.cmd.Process.Pid
+	rest, restHWM := fdCount(pid), vmHWM(t, pid)
+	conns := make([]net.Conn, 3000)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range conns {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", s.addr, 30*time.Second)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Go(func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			b := []byte{'x'}
+			if _, err := c.Write(b); err != nil {
+				failed.Add(1)
+			} else if _, err := io.ReadFull(c, b); err != nil || b[0] != 'x' {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	peak := vmHWM(t, pid)
+	t.Logf("flood: VmHWM %d KiB at rest, %d KiB after 3000 clients", restHWM, peak)
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of 3000 clients not echoed", n)
+	}
+	if peak-restHWM > 8<<10 {
+		t.Errorf("peak memory grew by %d KiB", peak-restHWM)
+	}
+	backToRest(t, pid, rest)
+	mustEcho(t, dial(t, s.addr), []byte("still echoing"))
+}
+
+// TestResetsAndGarbage sends random bytes and resets, or connects and
+// closes, while one client streams: that client is not disturbed, and
+// nothing is left behind.
+func TestResetsAndGarbage(t *testing.T) {
+	s := startServer(t, "-workers", "4")
+	pid := s.cmd.Process.Pid
+	rest := fdCount(pid)
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+			if err != nil {
+				return // e.g., backlog full for a moment; the good client is what is checked
+			}
+			if i%2 == 0 {
+				c.Write(random(1 + i*100))
+				c.(*net.TCPConn).SetLinger(0) // close with RST
+			}
+			c.Close()
+		})
+	}
+	mustEcho(t, dial(t, s.addr), random(4<<20))
+	wg.Wait()
+	backToRest(t, pid, rest)
+	mustEcho(t, dial(t, s.addr), []byte("still echoing"))
+}
+
+// TestIdleCostsNothing watches a resting daemon's CPU time.
+func TestIdleCostsNothing(t *testing.T) {
+	s := startPlain(t, nil)
+	pid := s.cmd.Process.Pid
+	mustEcho(t, dial(t, s.addr), []byte("warm up"))
+	before := cpuTicks(t, pid)
+	time.Sleep(3 * time.Second) // a window to measure
+	if used := cpuTicks(t, pid) - before; used > 2 {
+		t.Errorf("%d ms of CPU in 3 s at rest", used*10)
+	}
+}
+
+// fuzzAddr is an in-process echod server, started once per fuzzing process.
+var fuzzAddr = sync.OnceValue(func() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go serve(context.Background(), ln, 4, 4, 10*time.Second, time.Second)
+	return ln.Addr().String()
+})
+
+// FuzzEcho writes any payload, cut into chunks of the sizes given, through
+// the server, and expects it back byte for byte.
+func FuzzEcho(f *testing.F) {
+	f.Add([]byte("hello\n"), []byte{})
+	f.Add([]byte{0, 0, 0, 255, '\n', 0}, []byte{0, 1})
+	f.Add(bytes.Repeat([]byte("echod"), 50000), []byte{200, 3, 255, 0})
+	f.Add([]byte{}, []byte{7})
+	f.Fuzz(func(t *testing.T, data, chunks []byte) {
+		c := dial(t, fuzzAddr())
+		i := 0
+		chunk := func() int { // sizes cycle through chunks, in steps of 64 bytes
+			if len(chunks) == 0 {
+				return len(data) + 1
+			}
+			i++
+			return 1 + int(chunks[i%len(chunks)])*64
+		}
+		if err := verify(c, data, chunk, 32<<10, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+var (
+	errCorrupt = errors.New("corrupt echo")
+	errCut     = errors.New("connection cut early")
+)
+
+// verify writes data on c in chunks of chunk() bytes, half-closes, and checks
+// every byte that comes back, reading readSize at a time with pause between
+// reads, until the server closes.
+func verify(c *net.TCPConn, data []byte, chunk func() int, readSize int, pause time.Duration) error {
+	werr := make(chan error, 1)
+	go func() {
+		for rest := data; len(rest) > 0; {
+			n := min(chunk(), len(rest))
+			if _, err := c.Write(rest[:n]); err != nil {
+				werr <- err
+				return
+			}
+			rest = rest[n:]
+		}
+		werr <- c.CloseWrite()
+	}()
+	buf := make([]byte, readSize)
+	got := 0
+	for {
+		n, err := c.Read(buf)
+		if !bytes.Equal(buf[:n], data[got:min(got+n, len(data))]) {
+			return fmt.Errorf("%w at byte %d", errCorrupt, got)
+		}
+		got += n
+		if err == io.EOF && got < len(data) {
+			return fmt.Errorf("%w: %d of %d bytes", errCut, got, len(data))
+		}
+		if err == io.EOF {
+			return <-werr
+		}
+		if err != nil {
+			return fmt.Errorf("after %d of %d bytes: %w", got, len(data), err)
+		}
+		time.Sleep(pause)
+	}
+}
+
+// TestSoak runs random episodes from four clients per worker until -soak is
+// over, and checks every echoed byte.
+func TestSoak(t *testing.T) {
+	const workers = 8
+	s := startServer(t, "-workers", strconv.Itoa(workers))
+	pid := s.cmd.Process.Pid
+	rest := fdCount(pid)
+	var episodes, checked, corrupt, cut, failed atomic.Int64
+	var mu sync.Mutex
+	var firstErr error
+	end := time.Now().Add(*soakFor)
+	var wg sync.WaitGroup
+	for id := range 4 * workers {
+		wg.Go(func() {
+			rng := mrand.New(mrand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
+			for time.Now().Before(end) {
+				n, err := episode(s.addr, rng)
+				episodes.Add(1)
+				checked.Add(int64(n))
+				switch {
+				case err == nil:
+					continue
+				case errors.Is(err, errCorrupt):
+					corrupt.Add(1)
+				case errors.Is(err, errCut):
+					cut.Add(1)
+				default:
+					failed.Add(1)
+				}
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	summary := fmt.Sprintf("soak %v: %d episodes, %d bytes checked, %d corrupt, %d cut early, %d errors",
+		*soakFor, episodes.Load(), checked.Load(), corrupt.Load(), cut.Load(), failed.Load())
+	t.Log(summary)
+	if corrupt.Load()+cut.Load()+failed.Load() > 0 {
+		t.Errorf("%s; first: %v", summary, firstErr)
+	}
+	backToRest(t, pid, rest)
+}
+
+// episode is one random client session; it returns how many echoed bytes it
+// checked.
+func episode(addr string, rng *mrand.Rand) (int, error) {
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	c := nc.(*net.TCPConn)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	wrng := mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())) // for the writer goroutine
+	switch rng.IntN(5) {
+	case 0: // a verified echo of random size and chunking, ending in a half-close
+		data := random(rng.IntN(256 << 10))
+		return len(data), verify(c, data, func() int { return 1 + wrng.IntN(64<<10) }, 32<<10, 0)
+	case 1: // a reset mid-stream
+		data := random(1 + rng.IntN(64<<10))
+		if _, err := c.Write(data); err != nil {
+			return 0, err
+		}
+		half := make([]byte, len(data)/2)
+		if _, err := io.ReadFull(c, half); err != nil {
+			return 0, fmt.Errorf("%w: %v", errCut, err)
+		}
+		if !bytes.Equal(half, data[:len(half)]) {
+			return 0, errCorrupt
+		}
+		c.SetLinger(0)
+		return len(half), nil
+	case 2: // connect and close
+		return 0, nil
+	case 3: // a slow reader of a MiB
+		data := random(1 << 20)
+		return len(data), verify(c, data, func() int { return 64 << 10 }, 4<<10, 500*time.Microsecond)
+	default: // many tiny writes
+		data := random(2000)
+		return len(data), verify(c, data, func() int { return 1 + wrng.IntN(3) }, 1<<10, 0)
+	}
+}
