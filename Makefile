@@ -2,7 +2,7 @@
 # echod.pid in this directory; `make stop` stops it.
 GO ?= go
 
-.PHONY: all run stop ps client test fuzz soak
+.PHONY: all run stop ps client test bench fuzz soak
 all: bin/echod bin/client
 
 bin/echod: go.mod $(wildcard *.go)
@@ -31,6 +31,16 @@ client: bin/client
 test:
 	$(GO) vet ./...
 	$(GO) test -race ./...
+
+# Each run has every server side by side; the runs interleave them, since
+# these machines are noisy. The table gives the medians and ratios.
+BENCHRUNS ?= 6
+bench:
+	@nproc; $(GO) version
+	$(GO) test -c -o bin/echod.test .
+	@rm -f bench.txt; for i in $$(seq $(BENCHRUNS)); do \
+	  ./bin/echod.test -test.run '^$$' -test.bench . -test.benchtime 1s | tee -a bench.txt || exit 1; done
+	@./bin/echod.test -test.run '^TestBenchTable$$' -benchfile bench.txt
 
 FUZZTIME ?= 60s
 fuzz:

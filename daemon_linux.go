@@ -16,17 +16,15 @@ import (
 )
 
 const (
-	daemonEnv = "_ECHOD_DAEMON" // tells the re-executed binary that it is the daemon
-	readyMsg  = "ready\n"       // on the readiness pipe; anything else, or EOF, is failure
-
-	listenerFD, readyFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
+	daemonEnv                  = "_ECHOD_DAEMON" // tells the re-executed binary that it is the daemon
+	readyMsg                   = "ready\n"       // on the readiness pipe; anything else, or EOF, is failure
+	listenerFD, readyFD, pidFD = 3, 4, 5         // in the daemon: ExtraFiles[i] is fd 3+i
 )
 
-// daemonize runs the post's Daemon() for Go. Go cannot fork: fork() copies
-// only the calling thread of a multi-threaded process, and the Go runtime
-// always has several. So the parent re-executes its own binary, which then
-// inherits the listener, the PID file and a pipe on which to report readiness.
-// It returns only on failure; on success the parent prints the pid and exits.
+// daemonize is the post's Daemon() for Go, which cannot fork: fork() copies
+// only the calling thread, and the Go runtime always has several. So echod
+// re-executes itself, passing the listener, the PID file and a pipe on which
+// the daemon reports readiness. On success the parent prints the pid and exits.
 func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	lnf, err := ln.File()
 	if err != nil {
@@ -46,11 +44,10 @@ func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	// ①忽略信号: the child's job, in inherit, as a Go program starts with
 	// its own signal handlers whatever it inherits.
 
-	// ②自成会话: the child calls setsid() before exec. Unlike the post's
-	// fork, the child is never a process-group leader, so setsid succeeds.
-	// One re-exec leaves the daemon a session leader, which could acquire a
-	// controlling terminal by opening one; echod never opens a terminal, so
-	// the classic second fork (daemon(7)) is not needed.
+	// ②自成会话: setsid() in the child before exec; a new process is no
+	// group leader, so it succeeds. The daemon is then a session leader, which
+	// could gain a controlling terminal by opening one; echod never opens a
+	// terminal, so it needs no second fork (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
 	// ③更改工作目录: the child does chdir before exec. Check first, as

@@ -43,9 +43,8 @@ func main() {
 		}
 		if err == io.EOF {
 			return
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "client:", err)
+		} else if err != nil {
+			fmt.Fprintln(os.Stderr, "client: reading input:", err)
 			os.Exit(1)
 		}
 	}

@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Each benchmark runs its server in a process of its own, this test binary
+// again (see TestMain), so that the server's CPU time can be read alone.
+const benchServerEnv = "ECHOD_BENCH_SERVER"
+
+var servers = []string{"pool", "goroutine"} // echod's serve, and the usual goroutine per connection
+
+// benchServer is the server process: it prints its address and serves until
+// its stdin closes, which happens when the benchmark kills it or dies.
+func benchServer(kind string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
+	if kind == "pool" {
+		serve(ctx, ln, 64, 64, time.Minute, time.Second)
+		return
+	}
+	context.AfterFunc(ctx, func() { ln.Close() })
+	perConnection(ln)
+}
+
+// perConnection is the plain goroutine-per-connection echo server that the
+// pool is compared with.
+func perConnection(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := c.Read(buf)
+				if n > 0 {
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// startBenchServer starts a server process of the given kind and returns its
+// address and pid.
+func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
+	b.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+kind)
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the server's signal to stop
+		t := time.AfterFunc(5*time.Second, func() { cmd.Process.Kill() })
+		cmd.Wait()
+		t.Stop()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("bench server: %v", err)
+	}
+	return strings.TrimSpace(line), cmd.Process.Pid
+}
+
+// cpuTime is the CPU time pid's threads have used so far, to the nanosecond
+// (/proc/PID/task/TID/schedstat).
+func cpuTime(b *testing.B, pid int) time.Duration {
+	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var sum int64
+	for _, p := range paths {
+		s, _ := os.ReadFile(p)
+		ns, _ := strconv.ParseInt(strings.Fields(string(s) + " 0")[0], 10, 64)
+		sum += ns
+	}
+	if sum == 0 {
+		b.Fatalf("no CPU time for pid %d", pid)
+	}
+	return time.Duration(sum)
+}
+
+// measure runs work, which must do b.N operations, and reports the rate and
+// the server's CPU time per operation.
+func measure(b *testing.B, pid int, work func()) {
+	b.ResetTimer()
+	cpu0, t0 := cpuTime(b, pid), time.Now()
+	work()
+	elapsed, cpu := time.Since(t0), cpuTime(b, pid)-cpu0
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "server-ns/op")
+}
+
+// parallel runs n goroutines that share b.N operations, each calling op with
+// its goroutine's number.
+func parallel(b *testing.B, n int, op func(g int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := op(g); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func benchDial(b *testing.B, addr string) *net.TCPConn {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// BenchmarkRoundTrip: 16 connections, each sending 64 bytes and waiting for
+// the echo before the next send.
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, kind := range servers {
+		b.Run(kind, func(b *testing.B) {
+			addr, pid := startBenchServer(b, kind)
+			conns := make([]*net.TCPConn, 16)
+			for i := range conns {
+				conns[i] = benchDial(b, addr)
+			}
+			bufs := make([][]byte, len(conns))
+			for i := range bufs {
+				bufs[i] = make([]byte, 64)
+			}
+			measure(b, pid, func() {
+				parallel(b, len(conns), func(g int) error {
+					if _, err := conns[g].Write(bufs[g]); err != nil {
+						return err
+					}
+					_, err := io.ReadFull(conns[g], bufs[g])
+					return err
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkConnPerMessage is the post's client pattern, 16 at a time:
+// connect, send 64 bytes, read the echo, close.
+func BenchmarkConnPerMessage(b *testing.B) {
+	for _, kind := range servers {
+		b.Run(kind, func(b *testing.B) {
+			addr, pid := startBenchServer(b, kind)
+			measure(b, pid, func() {
+				parallel(b, 16, func(int) error {
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						return err
+					}
+					defer c.Close()
+					buf := make([]byte, 64)
+					if _, err := c.Write(buf); err != nil {
+						return err
+					}
+					_, err = io.ReadFull(c, buf)
+					return err
+				})
+			})
+		})
+	}
+}
+
+// BenchmarkBulk: 4 connections streaming 64 KiB writes while reading the echo.
+func BenchmarkBulk(b *testing.B) {
+	const size = 64 << 10
+	for _, kind := range servers {
+		b.Run(kind, func(b *testing.B) {
+			addr, pid := startBenchServer(b, kind)
+			conns := make([]*net.TCPConn, 4)
+			for i := range conns {
+				conns[i] = benchDial(b, addr)
+			}
+			b.SetBytes(size)
+			measure(b, pid, func() {
+				var wg sync.WaitGroup
+				for i, c := range conns {
+					n := b.N / len(conns)
+					if i < b.N%len(conns) {
+						n++
+					}
+					wg.Go(func() {
+						buf := make([]byte, size)
+						for range n {
+							if _, err := c.Write(buf); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+					wg.Go(func() {
+						if _, err := io.CopyN(io.Discard, c, int64(n)*size); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+			})
+		})
+	}
+}
+
+// BenchmarkFloodRSS reports the server's peak resident memory with 3000
+// connected clients that have each sent one byte. Each iteration is a fresh
+// server, since the peak never goes down.
+func BenchmarkFloodRSS(b *testing.B) {
+	for _, kind := range servers {
+		b.Run(kind, func(b *testing.B) {
+			for range b.N {
+				b.ReportMetric(float64(flood(b, kind, 3000)), "peak-KiB")
+			}
+		})
+	}
+}
+
+// flood connects n clients to a new server that each send one byte and wait
+// a moment for the echo (a pool echoes only some), and returns the server's
+// peak memory in KiB.
+func flood(b *testing.B, kind string, n int) int {
+	addr, pid := startBenchServer(b, kind)
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			conns[i] = c
+			c.Write([]byte{1})
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			c.Read(make([]byte, 1))
+		})
+	}
+	wg.Wait()
+	peak := vmHWM(b, pid)
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	return peak
+}
+
+// TestEchoAllocs proves that echoing a message allocates nothing, on the
+// server or on this side, once the connection is up.
+func TestEchoAllocs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go serve(ctx, ln, 1, 1, time.Minute, time.Second)
+	c := dial(t, ln.Addr().String())
+	buf := make([]byte, 64)
+	if n := testing.AllocsPerRun(1000, func() {
+		c.Write(buf)
+		io.ReadFull(c, buf)
+	}); n != 0 {
+		t.Errorf("%v allocations per echoed message", n)
+	}
+}
+
+var benchFile = flag.String("benchfile", "", "`file` of go test -bench output for TestBenchTable")
+
+// TestBenchTable prints the medians of the benchmarks in -benchfile, echod's
+// pool beside goroutine-per-connection, with their ratio. make bench runs it.
+func TestBenchTable(t *testing.T) {
+	if *benchFile == "" {
+		t.Skip("no -benchfile")
+	}
+	data, err := os.ReadFile(*benchFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// values[benchmark/kind][unit] holds one value per run.
+	values := map[string]map[string][]float64{}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := strings.TrimPrefix(f[0][:strings.LastIndexByte(f[0], '-')], "Benchmark")
+		if values[name] == nil {
+			values[name] = map[string][]float64{}
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, _ := strconv.ParseFloat(f[i], 64)
+			values[name][f[i+1]] = append(values[name][f[i+1]], v)
+		}
+	}
+	median := func(v []float64) float64 {
+		if len(v) == 0 {
+			return 0
+		}
+		v = slices.Sorted(slices.Values(v))
+		return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
+	}
+	fmt.Printf("%-16s %-13s %14s %14s %8s  %s\n", "workload", "metric", "echod pool", "goroutine/conn", "ratio", "runs")
+	for _, w := range []struct{ name, unit, label string }{
+		{"RoundTrip", "ops/s", "round trips/s"},
+		{"RoundTrip", "server-ns/op", "server ns/op"},
+		{"ConnPerMessage", "ops/s", "conns/s"},
+		{"ConnPerMessage", "server-ns/op", "server ns/op"},
+		{"Bulk", "MB/s", "MB/s"},
+		{"Bulk", "server-ns/op", "server ns/64KiB"},
+		{"FloodRSS", "peak-KiB", "peak RSS KiB"},
+	} {
+		pool, gpc := values[w.name+"/pool"][w.unit], values[w.name+"/goroutine"][w.unit]
+		if len(pool) == 0 || len(gpc) == 0 {
+			continue
+		}
+		fmt.Printf("%-16s %-13s %14.0f %14.0f %8.3f  %d, %d\n", w.name, w.label, median(pool), median(gpc), median(pool)/median(gpc), len(pool), len(gpc))
+	}
+}
