@@ -23,7 +23,78 @@ import (
 // again (see TestMain), so that the server's CPU time can be read alone.
 const benchServerEnv = "ECHOD_BENCH_SERVER"
 
-var servers = []string{"pool", "goroutine"} // echod's serve, and the usual goroutine per connection
+var reverse = flag.Bool("reverse", false, "run goroutine-per-connection before the pool (make bench alternates)")
+
+// servers are echod's serve and the usual goroutine per connection, in the
+// order of this run; the machine's state drifts, so make bench alternates it.
+func servers(withC bool) []string {
+	kinds := []string{"pool", "goroutine"}
+	if withC {
+		kinds = append(kinds, "c")
+	}
+	if *reverse {
+		slices.Reverse(kinds)
+	}
+	return kinds
+}
+
+// epollC is the yardstick for the small-message workloads: a one-thread C
+// epoll echo server, built with the machine's cc. Its writes assume the
+// socket buffer has room, true for 64-byte messages only. It stops when its
+// stdin closes.
+const epollC = `#define _GNU_SOURCE
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(void) {
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t n = sizeof a;
+	if (bind(ls, (void *)&a, n) || listen(ls, 4096) || getsockname(ls, (void *)&a, &n)) return 1;
+	printf("127.0.0.1:%d\n", ntohs(a.sin_port));
+	fflush(stdout);
+	int ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN}, evs[256];
+	ev.data.fd = ls; epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
+	ev.data.fd = 0; epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+	static char buf[32 << 10];
+	for (;;) {
+		int k = epoll_wait(ep, evs, 256, -1);
+		for (int i = 0; i < k; i++) {
+			int fd = evs[i].data.fd, c;
+			if (fd == 0) return 0;
+			if (fd == ls) {
+				while ((c = accept4(ls, 0, 0, SOCK_NONBLOCK)) >= 0) {
+					ev.data.fd = c; epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+				}
+				continue;
+			}
+			ssize_t r = read(fd, buf, sizeof buf);
+			if (r == 0 || (r < 0 && errno != EAGAIN)) close(fd);
+			else if (r > 0 && write(fd, buf, r) != r) close(fd);
+		}
+	}
+}
+`
+
+// cServer builds epollC once; it reports "" where there is no C compiler.
+var cServer = sync.OnceValue(func() string {
+	dir, err := os.MkdirTemp("", "echod-epoll")
+	if err != nil {
+		return ""
+	}
+	src, bin := filepath.Join(dir, "epoll.c"), filepath.Join(dir, "epoll")
+	os.WriteFile(src, []byte(epollC), 0o644)
+	if out, err := exec.Command("cc", "-O2", "-o", bin, src).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "no C yardstick: %v\n%s", err, out)
+		return ""
+	}
+	return bin
+})
 
 // benchServer is the server process: it prints its address and serves until
 // its stdin closes, which happens when the benchmark kills it or dies.
@@ -75,6 +146,11 @@ func perConnection(ln net.Listener) {
 func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0])
+	if kind == "c" {
+		if cmd = exec.Command(cServer()); cServer() == "" {
+			b.Skip("no C compiler")
+		}
+	}
 	cmd.Env = append(os.Environ(), benchServerEnv+"="+kind)
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
@@ -153,7 +229,7 @@ func benchDial(b *testing.B, addr string) *net.TCPConn {
 // BenchmarkRoundTrip: 16 connections, each sending 64 bytes and waiting for
 // the echo before the next send.
 func BenchmarkRoundTrip(b *testing.B) {
-	for _, kind := range servers {
+	for _, kind := range servers(true) {
 		b.Run(kind, func(b *testing.B) {
 			addr, pid := startBenchServer(b, kind)
 			conns := make([]*net.TCPConn, 16)
@@ -180,7 +256,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkConnPerMessage is the post's client pattern, 16 at a time:
 // connect, send 64 bytes, read the echo, close.
 func BenchmarkConnPerMessage(b *testing.B) {
-	for _, kind := range servers {
+	for _, kind := range servers(true) {
 		b.Run(kind, func(b *testing.B) {
 			addr, pid := startBenchServer(b, kind)
 			measure(b, pid, func() {
@@ -205,7 +281,7 @@ func BenchmarkConnPerMessage(b *testing.B) {
 // BenchmarkBulk: 4 connections streaming 64 KiB writes while reading the echo.
 func BenchmarkBulk(b *testing.B) {
 	const size = 64 << 10
-	for _, kind := range servers {
+	for _, kind := range servers(false) {
 		b.Run(kind, func(b *testing.B) {
 			addr, pid := startBenchServer(b, kind)
 			conns := make([]*net.TCPConn, 4)
@@ -245,7 +321,7 @@ func BenchmarkBulk(b *testing.B) {
 // connected clients that have each sent one byte. Each iteration is a fresh
 // server, since the peak never goes down.
 func BenchmarkFloodRSS(b *testing.B) {
-	for _, kind := range servers {
+	for _, kind := range servers(false) {
 		b.Run(kind, func(b *testing.B) {
 			for range b.N {
 				b.ReportMetric(float64(flood(b, kind, 3000)), "peak-KiB")
@@ -339,7 +415,7 @@ func TestBenchTable(t *testing.T) {
 		v = slices.Sorted(slices.Values(v))
 		return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
 	}
-	fmt.Printf("%-16s %-13s %14s %14s %8s  %s\n", "workload", "metric", "echod pool", "goroutine/conn", "ratio", "runs")
+	fmt.Printf("%-15s %-16s %11s %15s %7s %10s %7s  %s\n", "workload", "metric", "echod pool", "goroutine/conn", "ratio", "C epoll", "pool/C", "runs")
 	for _, w := range []struct{ name, unit, label string }{
 		{"RoundTrip", "ops/s", "round trips/s"},
 		{"RoundTrip", "server-ns/op", "server ns/op"},
@@ -349,10 +425,16 @@ func TestBenchTable(t *testing.T) {
 		{"Bulk", "server-ns/op", "server ns/64KiB"},
 		{"FloodRSS", "peak-KiB", "peak RSS KiB"},
 	} {
-		pool, gpc := values[w.name+"/pool"][w.unit], values[w.name+"/goroutine"][w.unit]
+		pool, gpc, c := values[w.name+"/pool"][w.unit], values[w.name+"/goroutine"][w.unit], values[w.name+"/c"][w.unit]
 		if len(pool) == 0 || len(gpc) == 0 {
 			continue
 		}
-		fmt.Printf("%-16s %-13s %14.0f %14.0f %8.3f  %d, %d\n", w.name, w.label, median(pool), median(gpc), median(pool)/median(gpc), len(pool), len(gpc))
+		fmt.Printf("%-15s %-16s %11.0f %15.0f %7.3f", w.name, w.label, median(pool), median(gpc), median(pool)/median(gpc))
+		if len(c) > 0 {
+			fmt.Printf(" %10.0f %7.3f", median(c), median(pool)/median(c))
+		} else {
+			fmt.Printf(" %10s %7s", "-", "-")
+		}
+		fmt.Printf("  %d\n", len(pool))
 	}
 }
