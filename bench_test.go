@@ -217,13 +217,14 @@ func parallel(b *testing.B, n int, op func(g int) error) {
 	wg.Wait()
 }
 
-func benchDial(b *testing.B, addr string) *net.TCPConn {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		b.Fatal(err)
+// benchConns opens n connections to addr for the length of the benchmark.
+func benchConns(b *testing.B, addr string, n int) []*net.TCPConn {
+	conns := make([]*net.TCPConn, n)
+	for i := range conns {
+		conns[i] = dial(b, addr)
+		conns[i].SetDeadline(time.Time{}) // a benchmark may run longer than dial allows
 	}
-	b.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
+	return conns
 }
 
 // BenchmarkRoundTrip: 16 connections, each sending 64 bytes and waiting for
@@ -232,10 +233,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for _, kind := range servers(true) {
 		b.Run(kind, func(b *testing.B) {
 			addr, pid := startBenchServer(b, kind)
-			conns := make([]*net.TCPConn, 16)
-			for i := range conns {
-				conns[i] = benchDial(b, addr)
-			}
+			conns := benchConns(b, addr, 16)
 			bufs := make([][]byte, len(conns))
 			for i := range bufs {
 				bufs[i] = make([]byte, 64)
@@ -284,10 +282,7 @@ func BenchmarkBulk(b *testing.B) {
 	for _, kind := range servers(false) {
 		b.Run(kind, func(b *testing.B) {
 			addr, pid := startBenchServer(b, kind)
-			conns := make([]*net.TCPConn, 4)
-			for i := range conns {
-				conns[i] = benchDial(b, addr)
-			}
+			conns := benchConns(b, addr, 4)
 			b.SetBytes(size)
 			measure(b, pid, func() {
 				var wg sync.WaitGroup
