@@ -58,9 +58,9 @@ func main() {
 	slog.Info("stop")
 }
 
-// setup binds the listener, opens the log and locks the PID file. In daemon
-// mode it never returns in the parent: daemonize execs the child, whose setup
-// inherits all three and returns the pipe on which it reports readiness.
+// setup locks the PID file, binds the listener and opens the log. In daemon
+// mode the parent returns only on failure: daemonize starts the daemon, whose
+// setup inherits all three and returns the pipe on which it reports readiness.
 func setup() (ln net.Listener, pidf, ready *os.File, err error) {
 	if os.Getenv(daemonEnv) == "1" {
 		return inherit()
