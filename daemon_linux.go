@@ -92,19 +92,16 @@ func inherit() (ln net.Listener, pidf, ready *os.File, err error) {
 	os.Unsetenv(daemonEnv)                                                // or a program we start would think it is the daemon too
 	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
 
-	// ①忽略信号: SIGHUP would kill us when the terminal we came from
-	// closes, SIGPIPE on a write to a closed fd 1 or 2 (a socket write just
-	// returns EPIPE), and the job-control signals would stop us. SIGSTOP,
-	// which the post ignores, cannot be caught or ignored at all. SIGCHLD
-	// stays as it is: ignored, the kernel reaps children itself, and a
-	// daemon that waits for one gets ECHILD.
+	// ①忽略信号: SIGHUP kills us when our terminal closes, SIGPIPE when fd 1
+	// or 2 is a closed pipe (a socket just returns EPIPE), and the job-control
+	// signals stop us. SIGSTOP, which the post ignores, cannot be ignored.
+	// SIGCHLD stays: ignored, the kernel reaps children, and Wait gets ECHILD.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 
 	ready = os.NewFile(readyFD, "ready")
 	setLogger(os.Stderr) // the log file, see ④
 	if *pidPath != "" {
-		// The absolute path: -pidfile may be relative to where we started.
-		name, _ := os.Readlink(fmt.Sprint("/proc/self/fd/", pidFD))
+		name, _ := os.Readlink(fmt.Sprint("/proc/self/fd/", pidFD)) // absolute, unlike -pidfile
 		pidf = os.NewFile(pidFD, name)
 	}
 	f := os.NewFile(listenerFD, "listener")
@@ -125,6 +122,11 @@ func lockPID(path string) (*os.File, error) {
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		pid, _ := os.ReadFile(path)
 		err = fmt.Errorf("already running as pid %s (%s is locked)", strings.TrimSpace(string(pid)), path)
+	}
+	fi, _ := f.Stat()
+	if at, _ := os.Stat(path); err == nil && !os.SameFile(fi, at) { // false if path is gone
+		f.Close() // a stopping daemon removed it after we opened it: try again
+		return lockPID(path)
 	}
 	if err != nil {
 		f.Close()

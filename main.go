@@ -112,8 +112,7 @@ func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace
 	defer stop()
 	accept(ctx, ln, jobs)
 	close(jobs)
-	timer := time.AfterFunc(grace, cut)
-	defer timer.Stop()
+	defer time.AfterFunc(grace, cut).Stop() // the timer starts now
 	wg.Wait()
 }
 
@@ -189,8 +188,7 @@ func echo(c net.Conn, buf []byte, idle time.Duration) (n int64, err error) {
 		}
 		if rerr == io.EOF {
 			return n, nil // the client's FIN: everything before it is echoed
-		}
-		if rerr != nil {
+		} else if rerr != nil {
 			return n, rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
