@@ -137,3 +137,12 @@ func TestClientPostServer(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
 }
+
+func TestClientUsage(t *testing.T) {
+	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "70000"}, {"-retries"}} {
+		_, errOut, code := runClient(t, "", args...)
+		if code != 2 || !strings.HasPrefix(errOut, "client: ") && !strings.Contains(errOut, "flag needs an argument") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", args, code, errOut)
+		}
+	}
+}
