@@ -123,14 +123,14 @@ func lockPID(path string) (*os.File, error) {
 		pid, _ := os.ReadFile(path)
 		err = fmt.Errorf("already running as pid %s (%s is locked)", strings.TrimSpace(string(pid)), path)
 	}
-	fi, _ := f.Stat()
-	if at, _ := os.Stat(path); err == nil && !os.SameFile(fi, at) { // false if path is gone
-		f.Close() // a stopping daemon removed it after we opened it: try again
-		return lockPID(path)
-	}
 	if err != nil {
 		f.Close()
 		return nil, err
+	}
+	fi, _ := f.Stat()
+	if at, _ := os.Stat(path); !os.SameFile(fi, at) { // false if path is gone
+		f.Close() // a stopping daemon removed it after we opened it: try again
+		return lockPID(path)
 	}
 	return f, nil
 }
