@@ -173,7 +173,7 @@ func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
 
 // cpuTime is the CPU time pid's threads have used so far, to the nanosecond
 // (/proc/PID/task/TID/schedstat).
-func cpuTime(b *testing.B, pid int) time.Duration {
+func cpuTime(t testing.TB, pid int) time.Duration {
 	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var sum int64
 	for _, p := range paths {
@@ -182,7 +182,7 @@ func cpuTime(b *testing.B, pid int) time.Duration {
 		sum += ns
 	}
 	if sum == 0 {
-		b.Fatalf("no CPU time for pid %d", pid)
+		t.Fatalf("no CPU time for pid %d", pid)
 	}
 	return time.Duration(sum)
 }
@@ -358,14 +358,7 @@ func flood(b *testing.B, kind string, n int) int {
 // TestEchoAllocs proves that echoing a message allocates nothing, on the
 // server or on this side, once the connection is up.
 func TestEchoAllocs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go serve(ctx, ln, 1, 1, time.Minute, time.Second)
-	c := dial(t, ln.Addr().String())
+	c := dial(t, inProcess())
 	buf := make([]byte, 64)
 	if n := testing.AllocsPerRun(1000, func() {
 		c.Write(buf)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"net"
 	"os/exec"
 	"strings"
@@ -14,22 +13,8 @@ import (
 func runClient(t *testing.T, input string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	cmd := exec.Command(clientBin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(input), &out, &errb
-	cmd.WaitDelay = time.Second
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return out.String(), errb.String(), exitCode(err)
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("client still running after 20s; stderr so far:\n%s", errb.String())
-	}
-	return
+	cmd.Stdin = strings.NewReader(input)
+	return run(t, cmd)
 }
 
 func hostPort(t *testing.T, addr string) []string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -18,14 +17,9 @@ import (
 // runEchod runs echod (the daemon's parent) from dir and returns what it printed.
 func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, echodBin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Dir, cmd.Stdout, cmd.Stderr, cmd.ExtraFiles = dir, &out, &errb, extra
-	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
-	err := cmd.Run()
-	return out.String(), errb.String(), exitCode(err)
+	cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir, cmd.ExtraFiles = dir, extra
+	return run(t, cmd)
 }
 
 // startDaemon starts echod in daemon mode from dir and returns the pid and

@@ -330,6 +330,23 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// run runs cmd to its end, killing it after 20 s, and returns what it printed.
+func run(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	err := cmd.Wait()
+	if !timer.Stop() {
+		t.Fatalf("%s still running after 20 s; stderr:\n%s", cmd.Path, errb.String())
+	}
+	return out.String(), errb.String(), exitCode(err)
+}
+
 func exitCode(err error) int {
 	if ee, ok := err.(*exec.ExitError); ok {
 		return ee.ExitCode()
