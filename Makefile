@@ -1,8 +1,8 @@
 # echod: see README.md. `make run` starts the daemon with echod.log and
-# echod.pid in this directory; `make stop` stops it.
+# echod.pid in this directory; `make reload` and `make stop` signal it.
 GO ?= go
 
-.PHONY: all run stop ps client test bench fuzz soak
+.PHONY: all run stop reload ps client test test-systemd bench fuzz soak
 all: bin/echod bin/client
 
 bin/echod: go.mod $(wildcard *.go)
@@ -14,23 +14,47 @@ bin/client: go.mod $(wildcard client/*.go)
 run: bin/echod
 	./bin/echod -log echod.log -pidfile echod.pid
 
+# A daemon holds echod.pid's lock while it runs. After a crash the file names
+# a dead daemon, and in time a stranger with its pid, so make signals a pid
+# only while its file is locked. (9< opens the file without creating it.)
+DAEMON = test -e echod.pid || { echo "echod: not running (no echod.pid)" >&2; exit 1; }; \
+	if flock -n 9 9<echod.pid; then echo "echod: not running (stale echod.pid)" >&2; exit 1; fi; \
+	pid=$$(cat echod.pid)
+
+# Waits until the daemon is gone: its file is removed, or no longer locked.
 stop:
-	@test -s echod.pid || { echo "echod: not running (no echod.pid)" >&2; exit 1; }
-	kill $$(cat echod.pid)
-	@for i in $$(seq 100); do test -e echod.pid || exit 0; sleep 0.1; done; \
-	 echo "echod: still running after 10s" >&2; exit 1
+	@$(DAEMON); kill $$pid; \
+	for i in $$(seq 100); do { test -e echod.pid && ! flock -n 9 9<echod.pid; } 2>/dev/null || exit 0; sleep 0.1; done; \
+	echo "echod: pid $$pid still running after 10s" >&2; exit 1
+
+# Waits until a new daemon has taken over, or the log says why not.
+reload:
+	@$(DAEMON); logged=$$(stat -c %s echod.log 2>/dev/null || echo 0); kill -HUP $$pid; \
+	for i in $$(seq 150); do \
+	  new=$$(cat echod.pid 2>/dev/null); \
+	  if [ -n "$$new" ] && [ "$$new" != "$$pid" ]; then echo "echod: reloaded: pid $$pid, now $$new"; exit 0; fi; \
+	  if tail -c +$$((logged + 1)) echod.log 2>/dev/null | grep 'reload failed' >&2; then exit 1; fi; \
+	  sleep 0.1; done; \
+	echo "echod: pid $$pid did not reload in 15s; see echod.log" >&2; exit 1
 
 # The daemon beside the shell you typed `make ps` in (make's parent).
 ps:
-	@test -s echod.pid || { echo "echod: not running (no echod.pid)" >&2; exit 1; }
-	@ps -o pid,ppid,pgid,sid,tty,stat,args -p "$$(cat echod.pid)" -p "$$(ps -o ppid= -p $$PPID | tr -d " ")"
+	@$(DAEMON); ps -o pid,ppid,pgid,sid,tty,stat,args -p "$$pid" -p "$$(ps -o ppid= -p $$PPID | tr -d " ")"
 
 client: bin/client
 	./bin/client 127.0.0.1 8080
 
+# go vet for the other Unixes too: the client and -foreground run there.
 test:
 	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+	GOOS=freebsd $(GO) vet ./...
 	$(GO) test -race ./...
+
+# Boots a real systemd in a container and runs echod under the README's
+# units (root; a Debian root file system is made once, then cached).
+test-systemd:
+	$(GO) test -count=1 -run '^TestSystemd$$' -v -timeout 20m . -systemd
 
 # Each run has every server side by side; the runs interleave them, since
 # these machines are noisy. The table gives the medians and ratios.

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,7 +16,7 @@ func runClient(t *testing.T, input string, args ...string) (stdout, stderr strin
 	t.Helper()
 	cmd := exec.Command(clientBin, args...)
 	cmd.Stdin = strings.NewReader(input)
-	return run(t, cmd)
+	return runCmd(t, cmd)
 }
 
 func hostPort(t *testing.T, addr string) []string {
@@ -129,5 +131,87 @@ func TestClientUsage(t *testing.T) {
 		if code != 2 || !strings.HasPrefix(errOut, "client: ") && !strings.Contains(errOut, "flag needs an argument") {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", args, code, errOut)
 		}
+	}
+}
+
+// TestClientLongLine sends a 32 MiB line, far more than the socket buffers:
+// the client must read the echo while it writes, or both sides block.
+func TestClientLongLine(t *testing.T) {
+	s := startServer(t)
+	line := strings.Repeat("0123456789abcdef", 2<<20) + "\n"
+	out, errOut, code := runClient(t, line, hostPort(t, s.addr)...)
+	if code != 0 || out != line {
+		t.Errorf("exit %d, stderr %q; %d of %d bytes back, equal: %v", code, errOut, len(out), len(line), out == line)
+	}
+}
+
+// fakeServer accepts connections and hands each to serve, until the test ends.
+func fakeServer(t *testing.T, serve func(c net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // e.g., the test is over
+			}
+			go serve(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestClientTimeout talks to a server that accepts and never answers: each
+// attempt ends after -timeout, and the client gives up, naming the server.
+func TestClientTimeout(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+	args := append([]string{"-timeout", "200ms", "-retries", "2", "-wait", "10ms"}, hostPort(t, addr)...)
+	_, errOut, code := runClient(t, "hello\n", args...)
+	if code != 1 || !strings.Contains(errOut, "client: giving up on "+addr+" after 2 retries") || !strings.Contains(errOut, "i/o timeout") {
+		t.Errorf("exit %d, stderr %q; want 1, giving up after timeouts", code, errOut)
+	}
+}
+
+// TestClientShortReply sends a last line without a newline to a server that
+// echoes half of it and closes: that is a failure, not a reply.
+func TestClientShortReply(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write(b[:len(b)/2])
+		c.Close()
+	})
+	_, errOut, code := runClient(t, "no newline at the end", append([]string{"-retries", "1", "-wait", "10ms"}, hostPort(t, addr)...)...)
+	if code != 1 || !strings.Contains(errOut, "reply cut short: 10 of 21 bytes") {
+		t.Errorf("exit %d, stderr %q; want 1 and reply cut short", code, errOut)
+	}
+}
+
+func TestClientStdoutFull(t *testing.T) {
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer full.Close()
+	cmd := exec.Command(clientBin, hostPort(t, startServer(t).addr)...)
+	cmd.Stdin, cmd.Stdout = strings.NewReader("hello\n"), full
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	if err := cmd.Run(); exitCode(err) != 1 || !strings.Contains(errOut.String(), "client: writing the reply: write /dev/stdout: no space left on device") {
+		t.Errorf("%v, stderr %q; want exit 1 and the write error", err, errOut.String())
+	}
+}
+
+// TestClientPrompt types a line and Ctrl-D on a terminal, through script(1):
+// the client prompts, and after Ctrl-D ends the prompt's line.
+func TestClientPrompt(t *testing.T) {
+	s := startServer(t)
+	cmd := exec.Command("script", "-qec", clientBin+" "+strings.Join(hostPort(t, s.addr), " "), "/dev/null")
+	cmd.Stdin = strings.NewReader("hello\n\x04")
+	out, errOut, code := runCmd(t, cmd)
+	if want := "Please enter# \r\n"; code != 0 || !strings.Contains(out, "hello\r\nPlease enter# ") || !strings.HasSuffix(out, want) {
+		t.Errorf("exit %d, stderr %q, terminal %q; want a prompt, the reply, and %q at the end", code, errOut, out, want)
 	}
 }

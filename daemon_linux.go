@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -13,36 +15,69 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
-const (
-	daemonEnv                  = "_ECHOD_DAEMON" // tells the re-executed binary that it is the daemon
-	readyMsg                   = "ready\n"       // on the readiness pipe; anything else, or EOF, is failure
-	listenerFD, readyFD, pidFD = 3, 4, 5         // in the daemon: ExtraFiles[i] is fd 3+i
-)
+const listenerFD, readyFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
 
-// daemonize is the post's Daemon() for Go, which cannot fork: fork() copies
+// daemonEnv names, in a daemon that echod starts, the inode of the pipe that
+// it passes as readyFD: the handshake that makes a process the daemon, which
+// a variable left in the environment cannot fake.
+const daemonEnv = "_ECHOD_DAEMON"
+
+func isDaemon() bool {
+	var st syscall.Stat_t
+	return syscall.Fstat(readyFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
+}
+
+// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
 // only the calling thread, and the Go runtime always has several. So echod
-// re-executes itself, passing the listener, the PID file and a pipe on which
-// the daemon reports readiness. On success the parent prints the pid and exits.
-func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
-	lnf, err := ln.File()
+// re-executes a binary, exe, with args, passing it the listener, the locked
+// PID file and a pipe on which the new daemon says that it serves. It
+// returns the new daemon's pid once it does; a daemon that fails, or is
+// silent for 10s or until ctx is done, is killed. The first start and every
+// reload come here.
+func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener, pidf *os.File, logPath, notify string) (int, error) {
+	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
+	// say), or the daemon would hold it open for good; ExtraFiles still pass.
+	fds, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return err
+		return 0, errors.New("daemon mode needs /proc (-foreground works without)")
 	}
+	for _, e := range fds {
+		if fd, _ := strconv.Atoi(e.Name()); fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
+	lnf, err := listenerFile(ln)
+	if err != nil {
+		return 0, err
+	}
+	defer lnf.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	// /proc/self/exe, not os.Args[0]: it works under `go run` and even if the
-	// binary on disk has been replaced.
-	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
-	cmd.Args[0] = os.Args[0] // what ps shows
-	cmd.Env = append(os.Environ(), daemonEnv+"=1")
+	defer r.Close()
+	made := absent(logPath)
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644) // by path: after logrotate renamed it, a new file
+	if err != nil {
+		w.Close()
+		return 0, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe)
+	cmd.Args = args // args[0] is what ps shows, and where a reload looks for the binary
+	var st syscall.Stat_t
+	syscall.Fstat(int(w.Fd()), &st)
+	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(st.Ino, 10))
+	if notify != "" {
+		cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+notify) // the daemon tells systemd that it serves
+	}
 	cmd.ExtraFiles = []*os.File{lnf, w, pidf}
 
-	// ①忽略信号: the child's job, in inherit, as a Go program starts with
-	// its own signal handlers whatever it inherits.
+	// ①忽略信号 is the daemon's own job (see daemon): a Go program starts with
+	// its own signal handlers, whatever it inherits.
 
 	// ②自成会话: setsid() in the child before exec; a new process is no
 	// group leader, so it succeeds. The daemon is then a session leader, which
@@ -50,96 +85,120 @@ func daemonize(ln *net.TCPListener, logf, pidf *os.File) error {
 	// terminal, so it needs no second fork (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ③更改工作目录: the child does chdir before exec. Check first, as
-	// Start would blame a bad -dir on the executable.
-	if fi, err := os.Stat(*dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("-dir %s: no such directory", *dir)
-	}
-	cmd.Dir = *dir
+	// ③更改工作目录 is the daemon's own job too (see daemon), so that an error
+	// names the directory.
 
 	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null. Stderr goes to
 	// the log rather than /dev/null, so a panic's trace is kept.
 	cmd.Stderr = logf
 
-	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
-	// say), or the daemon would hold it open for good; ExtraFiles still pass.
-	fds, _ := os.ReadDir("/proc/self/fd")
-	for _, e := range fds {
-		if fd, _ := strconv.Atoi(e.Name()); fd > 2 {
-			syscall.CloseOnExec(fd)
-		}
+	err = cmd.Start()
+	w.Close() // ours; the read below ends at EOF once the daemon is gone
+	if err != nil {
+		return 0, err
 	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	w.Close() // so that the read below ends at EOF once the child is gone
-	r.SetReadDeadline(time.Now().Add(10 * time.Second))
-	msg, err := io.ReadAll(r)
+	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
+	defer cancel()
+	context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
+	msg, _ := io.ReadAll(r)
 	if string(msg) == readyMsg {
-		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", cmd.Process.Pid, ln.Addr(), logf.Name())
-		os.Exit(0)
+		return cmd.Process.Pid, nil
 	}
 	cmd.Process.Kill() // nothing may be left running after a failed start
-	cmd.Wait()
-	if len(msg) == 0 {
-		return fmt.Errorf("the daemon died or hung in start-up (%v); see %s", err, logf.Name())
+	status := cmd.Wait()
+	switch {
+	case len(msg) > 0:
+		err = errors.New(strings.TrimSpace(string(msg))) // the daemon's own words
+	case ctx.Err() != nil:
+		err = fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx))
+	default:
+		return 0, fmt.Errorf("pid %d died in start-up (%v); see %s", cmd.Process.Pid, status, logPath)
 	}
-	return errors.New(strings.TrimSpace(string(msg)))
+	if made {
+		os.Remove(logPath) // the error is on the terminal, or in the reloading daemon's log
+	}
+	return 0, err
 }
 
-// inherit is the child's half of setup: it takes back what daemonize passed.
-func inherit() (ln net.Listener, pidf, ready *os.File, err error) {
-	os.Unsetenv(daemonEnv)                                                // or a program we start would think it is the daemon too
+// listenerFile dups ln's socket for a new daemon. Not ln.File(): exec calls
+// its Fd, which turns the shared socket blocking, and during a reload our
+// own Accept could then sleep through our Close (golang/go#29277).
+func listenerFile(ln net.Listener) (*os.File, error) {
+	sc, err := ln.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd uintptr
+	var errno syscall.Errno
+	err = sc.Control(func(s uintptr) { fd, _, errno = syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0) })
+	if err == nil && errno != 0 {
+		err = errno
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(fd, "listener"), nil
+}
+
+// daemon is the re-executed echod: it takes back what startDaemon passed,
+// finishes the four steps, and serves until SIGTERM or until a reload has
+// handed over.
+func daemon(pidPath, dir, logPath, notify string) error {
+	os.Unsetenv(daemonEnv)                                                // for us alone
 	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
 
-	// ①忽略信号: SIGHUP kills us when our terminal closes, SIGPIPE when fd 1
-	// or 2 is a closed pipe (a socket just returns EPIPE), and the job-control
-	// signals stop us. SIGSTOP, which the post ignores, cannot be ignored.
-	// SIGCHLD stays: ignored, the kernel reaps children, and Wait gets ECHILD.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	// ①忽略信号: SIGPIPE (see main) kills us when fd 1 or 2 is a closed pipe
+	// (a socket just returns EPIPE), and the job-control signals stop us.
+	// SIGSTOP, which the post ignores, cannot be ignored. SIGCHLD stays: if
+	// ignored, the kernel reaps children, and a reload's Wait gets ECHILD.
+	// SIGHUP, which a terminal sends when it closes, means reload: a daemon
+	// has no terminal, so the signal is free (daemon(7)), and it is caught
+	// before our pid is published, so it never kills us.
+	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	hup := make(chan os.Signal, 1) // holds one: SIGHUPs during a reload coalesce
+	signal.Notify(hup, syscall.SIGHUP)
 
-	ready = os.NewFile(readyFD, "ready")
-	setLogger(os.Stderr) // the log file, see ④
-	if *pidPath != "" {
-		name, _ := os.Readlink(fmt.Sprint("/proc/self/fd/", pidFD)) // absolute, unlike -pidfile
-		pidf = os.NewFile(pidFD, name)
+	ready := os.NewFile(readyFD, "ready")
+	var pidf *os.File
+	if pidPath != "" {
+		pidf = os.NewFile(pidFD, pidPath)
 	}
-	f := os.NewFile(listenerFD, "listener")
-	defer f.Close()
-	ln, err = net.FileListener(f)
-	return ln, pidf, ready, err
-}
-
-// lockPID opens path and takes an exclusive flock. The lock belongs to the
-// open file, so it passes to the daemon with the descriptor and dies with
-// it: a PID file left by a dead daemon is never locked.
-func lockPID(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // no O_TRUNC: it may be another daemon's
-	if err != nil {
-		return nil, err
+	// ③更改工作目录
+	err := os.Chdir(dir)
+	var ln net.Listener
+	if err == nil {
+		ln, err = listenerAt(listenerFD, "the echod that started us")
 	}
-	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		pid, _ := os.ReadFile(path)
-		err = fmt.Errorf("already running as pid %s (%s is locked)", strings.TrimSpace(string(pid)), path)
+	if err == nil {
+		err = run(ln, pidf, ready, hup, notify)
 	}
 	if err != nil {
-		f.Close()
-		return nil, err
+		fmt.Fprintln(ready, err) // for our parent to print, if it still waits
 	}
-	fi, _ := f.Stat()
-	if at, _ := os.Stat(path); !os.SameFile(fi, at) { // false if path is gone
-		f.Close() // a stopping daemon removed it after we opened it: try again
-		return lockPID(path)
-	}
-	return f, nil
-}
-
-// writePID replaces the PID file's contents with our pid, once we hold its lock.
-func writePID(f *os.File) error {
-	if err := f.Truncate(0); err != nil {
-		return err
-	}
-	_, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return err
+}
+
+// reload is 热重启: it starts a new daemon, as the first start did, from
+// the binary now at the path we were started from, and returns its pid once
+// it serves. If that fails, we serve on, and it returns 0.
+func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath, notify string) int {
+	sdNotify(notify, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	exe := os.Args[0] // absolute (see daemonArgs)
+	if _, err := os.Stat(exe); err != nil {
+		slog.Warn("reload: running this binary again", "err", err) // e.g., go run removed it
+		exe = "/proc/self/exe"
+	}
+	pid, err := startDaemon(ctx, exe, os.Args, ln, pidf, logPath, notify)
+	if err != nil {
+		slog.Error("reload failed; serving on", "err", err)
+		sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))
+	}
+	return pid
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in µs, which RELOADING=1 carries.
+func monotonicUsec() int64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0) // 1: CLOCK_MONOTONIC
+	return ts.Nano() / 1e3
 }

@@ -19,23 +19,34 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 	t.Helper()
 	cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Dir, cmd.ExtraFiles = dir, extra
-	return run(t, cmd)
+	cleanupDaemons(t, dir)
+	return runCmd(t, cmd)
 }
 
-// startDaemon starts echod in daemon mode from dir and returns the pid and
-// address that the parent printed; the daemon is killed when the test ends.
-func startDaemon(t *testing.T, dir string, args ...string) (pid int, addr string) {
-	t.Helper()
-	out, errOut, code := runEchod(t, dir, nil, args...)
-	_, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr)
-	if pid > 0 { // even if the rest of the line is wrong
-		t.Cleanup(func() {
+// cleanupDaemons kills, when the test ends, every process whose command line
+// names dir: a daemon that the test started, and any that a reload started.
+// A daemon's -log and -pidfile are absolute, so they name its directory.
+func cleanupDaemons(t *testing.T, dir string) {
+	t.Cleanup(func() {
+		for _, pid := range running(dir) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			waitGone(t, pid)
-		})
-	}
-	if err != nil || code != 0 {
+		}
+	})
+}
+
+// launchDaemon starts echod in daemon mode from dir and returns the pid and
+// address that the parent printed. A start takes well under a second here;
+// a parent that waited for its bound (10s) instead of the daemon's word fails.
+func launchDaemon(t *testing.T, dir string, args ...string) (pid int, addr string) {
+	t.Helper()
+	begin := time.Now()
+	out, errOut, code := runEchod(t, dir, nil, args...)
+	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("the start took %v", d)
 	}
 	return pid, addr
 }
@@ -50,31 +61,33 @@ func procStat(pid int) []string {
 	return nil
 }
 
-// waitGone waits until pid has exited. Its parent is gone, so it may stay a
-// zombie if this machine's init does not reap.
-func waitGone(t *testing.T, pid int) {
+func alive(pid int) bool {
+	st := procStat(pid)
+	return st != nil && st[0] != "Z"
+}
+
+// waitGone waits until pid has exited. Its parent may be gone, so it may
+// stay a zombie if this machine's init does not reap.
+func waitGone(t testing.TB, pid int) {
 	t.Helper()
-	poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool {
-		st := procStat(pid)
-		return st == nil || st[0] == "Z"
-	})
+	poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool { return !alive(pid) })
 }
 
 // running lists the live processes whose command line contains marker.
-func running(marker string) []string {
-	var found []string
+func running(marker string) []int {
+	var found []int
 	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range paths {
 		b, _ := os.ReadFile(p)
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if st := procStat(pid); bytes.Contains(b, []byte(marker)) && st != nil && st[0] != "Z" {
-			found = append(found, p)
+		if bytes.Contains(b, []byte(marker)) && pid != os.Getpid() && alive(pid) {
+			found = append(found, pid)
 		}
 	}
 	return found
 }
 
-func readPID(t *testing.T, path string) int {
+func readPID(t testing.TB, path string) int {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
@@ -84,19 +97,27 @@ func readPID(t *testing.T, path string) int {
 	return pid
 }
 
+// sigMask reads a signal mask (SigIgn, SigCgt) from /proc/PID/status.
+func sigMask(t *testing.T, pid int, name string) uint64 {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	i := bytes.Index(status, []byte(name+":\t"))
+	if i < 0 {
+		t.Fatalf("no %s for pid %d", name, pid)
+	}
+	mask, _ := strconv.ParseUint(string(status[i+len(name)+2:i+len(name)+18]), 16, 64)
+	return mask
+}
+
 // TestDaemon checks the post's four steps on the running daemon through /proc.
 func TestDaemon(t *testing.T) {
 	dir, work := t.TempDir(), t.TempDir()
-	pid, addr := startDaemon(t, dir, "-dir", work) // -log and -pidfile are relative to dir
+	pid, addr := launchDaemon(t, dir, "-dir", work) // -log and -pidfile are relative to dir
 	st, self := procStat(pid), procStat(os.Getpid())
 	if st[3] != strconv.Itoa(pid) || st[3] == self[3] {
 		t.Errorf("session %s, want its own (%d); the test's is %s", st[3], pid, self[3])
 	}
 	if st[2] != strconv.Itoa(pid) || st[2] == self[2] {
 		t.Errorf("process group %s, want its own (%d); the test's is %s", st[2], pid, self[2])
-	}
-	if st[4] != "0" {
-		t.Errorf("tty_nr %s: it has a controlling terminal", st[4])
 	}
 	if st[1] == strconv.Itoa(os.Getpid()) {
 		t.Errorf("ppid %s: still the test's child", st[1])
@@ -112,20 +133,25 @@ func TestDaemon(t *testing.T) {
 	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
 		t.Errorf("PID file holds %d, the parent printed %d", got, pid)
 	}
-
-	// ① SIGHUP, SIGPIPE and the job-control stops are ignored (bit sig-1 of SigIgn).
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	var ign uint64
-	if i := bytes.Index(status, []byte("SigIgn:\t")); i >= 0 {
-		ign, _ = strconv.ParseUint(string(status[i+8:i+24]), 16, 64)
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) != "echod\n" {
+		t.Errorf("comm %q, want echod", comm)
 	}
-	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+
+	// ① SIGPIPE and the job-control stops are ignored (bit sig-1 of SigIgn);
+	// SIGHUP is caught, for a reload, and SIGCHLD is left alone.
+	ign, cgt := sigMask(t, pid, "SigIgn"), sigMask(t, pid, "SigCgt")
+	for _, sig := range []syscall.Signal{syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
 		if ign&(1<<(sig-1)) == 0 {
 			t.Errorf("%v is not ignored (SigIgn %016x)", sig, ign)
 		}
 	}
-	syscall.Kill(pid, syscall.SIGHUP)
-	mustEcho(t, dial(t, addr), []byte("still here after SIGHUP"))
+	if bit := uint64(1) << (syscall.SIGHUP - 1); ign&bit != 0 || cgt&bit == 0 {
+		t.Errorf("SIGHUP is not caught (SigIgn %016x, SigCgt %016x)", ign, cgt)
+	}
+	if ign&(1<<(syscall.SIGCHLD-1)) != 0 {
+		t.Errorf("SIGCHLD is ignored: a reload's Wait would fail (SigIgn %016x)", ign)
+	}
+	mustEcho(t, dial(t, addr), []byte("a daemon"))
 
 	syscall.Kill(pid, syscall.SIGTERM)
 	waitGone(t, pid)
@@ -134,6 +160,27 @@ func TestDaemon(t *testing.T) {
 	}
 	if log, _ := os.ReadFile(filepath.Join(dir, "echod.log")); !bytes.Contains(log, []byte("msg=stop")) {
 		t.Errorf("no stop line in the log:\n%s", log)
+	}
+}
+
+// TestDaemonLeavesTerminal starts echod from a terminal, as a user would, with
+// script(1): the daemon has no controlling terminal, though its parent had.
+func TestDaemonLeavesTerminal(t *testing.T) {
+	dir := t.TempDir()
+	cleanupDaemons(t, dir)
+	cmd := exec.Command("script", "-qec", "tty; exec "+echodBin+" -addr 127.0.0.1:0", "/dev/null")
+	cmd.Dir = dir
+	out, errOut, code := runCmd(t, cmd)
+	var tty string
+	var pid int
+	if _, err := fmt.Sscanf(out, "%s\r\nechod: daemon pid %d", &tty, &pid); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	if !strings.HasPrefix(tty, "/dev/pts/") {
+		t.Fatalf("the parent had no terminal: tty said %q", tty)
+	}
+	if st := procStat(pid); st == nil || st[4] != "0" {
+		t.Errorf("the daemon has a controlling terminal: /proc/%d/stat %v", pid, st)
 	}
 }
 
@@ -148,12 +195,7 @@ func TestDaemonLeaksNoDescriptor(t *testing.T) {
 	extra := []*os.File{nil, nil, nil, nil, nil, nil, w} // fd 9, above what echod passes on
 	out, errOut, code := runEchod(t, t.TempDir(), extra)
 	w.Close()
-	var pid int
-	_, err = fmt.Sscanf(out, "echod: daemon pid %d", &pid)
-	if pid > 0 {
-		t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); waitGone(t, pid) })
-	}
-	if err != nil || code != 0 {
+	if code != 0 {
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
 	r.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -162,22 +204,110 @@ func TestDaemonLeaksNoDescriptor(t *testing.T) {
 	}
 }
 
-func TestDaemonPortInUse(t *testing.T) {
-	other := dial(t, startServer(t).addr) // any listener will do; this one is at hand
-	addr := other.RemoteAddr().String()
+// TestDaemonStdoutClosed starts echod as `echod | true` would: the start
+// works, so the exit status is 0, though nobody reads what it prints.
+func TestDaemonStdoutClosed(t *testing.T) {
 	dir := t.TempDir()
-	_, errOut, code := runEchod(t, dir, nil, "-addr", addr, "-log", dir+"/echod.log")
-	if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, "address already in use") {
-		t.Errorf("exit %d, stderr %q; want 1 and address already in use", code, errOut)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
+	r.Close()
+	cmd := exec.Command(echodBin, "-addr", "127.0.0.1:0")
+	cmd.Dir, cmd.Stdout = dir, w
+	cleanupDaemons(t, dir)
+	err = cmd.Run()
+	w.Close()
+	if err != nil {
+		t.Fatalf("echod | true: %v", err)
+	}
+	if pid := readPID(t, filepath.Join(dir, "echod.pid")); !alive(pid) {
+		t.Errorf("daemon %d not running", pid)
+	}
+}
+
+// TestDaemonStartFails covers failures in the parent and in the daemon:
+// exit 1, one line on stderr that names the problem, nothing left running,
+// and no file left that was not there before.
+func TestDaemonStartFails(t *testing.T) {
+	taken := dial(t, startServer(t).addr).RemoteAddr().String()
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"port taken", []string{"-addr", taken}, "address already in use"},
+		{"bad port", []string{"-addr", "127.0.0.1:99999"}, "invalid port"},
+		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file or directory"},
+		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
+		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
+		{"PID file unwritable", []string{"-pidfile", "/dev/full"}, "write /dev/full: no space left on device"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, errOut, code := runEchod(t, dir, nil, tc.args...)
+			if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 1 and one line with %q", code, errOut, tc.want)
+			}
+			assertEmpty(t, dir)
+		})
+	}
+}
+
+// assertEmpty checks that a failed start left dir as it found it, empty,
+// and nothing running that names it.
+func assertEmpty(t *testing.T, dir string) {
+	t.Helper()
 	if left := running(dir); len(left) > 0 {
 		t.Errorf("left running: %v", left)
 	}
+	if files, _ := os.ReadDir(dir); len(files) > 0 {
+		t.Errorf("left in %s: %v", dir, files)
+	}
+}
+
+// TestDaemonDirUnsearchable runs echod as nobody with a -dir that nobody may
+// enter: the daemon does the chdir, so the message names the directory.
+func TestDaemonDirUnsearchable(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root, to run echod as nobody")
+	}
+	dir, closed := t.TempDir(), t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir, filepath.Dir(echodBin)} {
+		os.Chmod(d, 0o777)
+	}
+	os.Chmod(closed, 0)
+	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", echodBin, "-addr", "127.0.0.1:0", "-dir", closed)
+	cmd.Dir = dir
+	cleanupDaemons(t, dir)
+	_, errOut, code := runCmd(t, cmd)
+	if want := "echod: chdir " + closed + ": permission denied\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	assertEmpty(t, dir)
+}
+
+// TestDaemonWithoutProc hides /proc in a mount namespace of its own: daemon
+// mode says that it needs /proc, and leaves nothing behind.
+func TestDaemonWithoutProc(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs none /proc && exec "$0" -addr 127.0.0.1:0`, plainBin) // the race detector wants /proc too
+	cmd.Dir = dir
+	_, errOut, code := runCmd(t, cmd)
+	if strings.HasPrefix(errOut, "unshare:") || strings.HasPrefix(errOut, "mount:") {
+		t.Skipf("no mount namespace here: %s", errOut)
+	}
+	if want := "echod: daemon mode needs /proc (-foreground works without)\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	assertEmpty(t, dir)
 }
 
 func TestDaemonPIDFileLocked(t *testing.T) {
 	dir := t.TempDir()
-	pid, addr := startDaemon(t, dir)
+	pid, addr := launchDaemon(t, dir)
 	_, errOut, code := runEchod(t, dir, nil, "-addr", addr) // as `make run` twice would
 	if want := fmt.Sprintf("echod: already running as pid %d", pid); code != 1 || !strings.HasPrefix(errOut, want) {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
@@ -187,40 +317,154 @@ func TestDaemonPIDFileLocked(t *testing.T) {
 	}
 }
 
+// TestDaemonPIDFileLockedEmpty finds the PID file locked but still empty,
+// as it is while a daemon starts: the message names no pid.
+func TestDaemonPIDFileLockedEmpty(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "echod.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+	_, errOut, code := runEchod(t, dir, nil)
+	if want := "echod: already running (echod.pid is locked)\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+}
+
 // TestDaemonStalePIDFile kills a daemon so that its PID file stays behind,
 // unlocked: the next start must take it over.
 func TestDaemonStalePIDFile(t *testing.T) {
 	dir := t.TempDir()
-	old, _ := startDaemon(t, dir)
+	old, _ := launchDaemon(t, dir)
 	syscall.Kill(old, syscall.SIGKILL)
 	waitGone(t, old)
 	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != old {
 		t.Fatalf("PID file holds %d, want the dead daemon's %d", got, old)
 	}
-	pid, _ := startDaemon(t, dir)
+	pid, _ := launchDaemon(t, dir)
 	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
 		t.Errorf("PID file holds %d, want %d", got, pid)
 	}
 }
 
-// TestDaemonStartFails covers a failure in the parent (a bad -dir) and one
-// in the child (its PID file cannot be written): exit 1, the reason on
-// stderr, and nothing left running.
-func TestDaemonStartFails(t *testing.T) {
-	for _, tc := range []struct{ flag, value, want string }{
-		{"-dir", "/nonexistent", "-dir /nonexistent: no such directory"},
-		{"-pidfile", "/dev/full", "/dev/full"},
-	} {
-		t.Run(tc.flag, func(t *testing.T) {
+// TestDaemonStopSparesOthersPIDFile runs daemon A, removes its PID file,
+// starts daemon B with the same PID file, and stops A: B's file stays.
+func TestDaemonStopSparesOthersPIDFile(t *testing.T) {
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "echod.pid")
+	a, _ := launchDaemon(t, dir)
+	os.Remove(pidfile)
+	b, _ := launchDaemon(t, dir, "-log", "b.log")
+	syscall.Kill(a, syscall.SIGTERM)
+	waitGone(t, a)
+	if got := readPID(t, pidfile); got != b {
+		t.Errorf("PID file holds %d, want B's %d", got, b)
+	}
+}
+
+// TestDaemonStrayEnvironment sets the variable that marks the daemon, as a
+// careless environment might: it makes nobody a daemon.
+func TestDaemonStrayEnvironment(t *testing.T) {
+	t.Setenv("_ECHOD_DAEMON", "1")
+	mustEcho(t, dial(t, startServer(t).addr), []byte("-foreground serves"))
+	_, addr := launchDaemon(t, t.TempDir())
+	mustEcho(t, dial(t, addr), []byte("so does a daemon"))
+}
+
+// slowStart writes an executable script that stands where echod is started
+// from, so that the daemon echod starts is the script: it writes its pid to
+// a file, then runs then. echod is started through it; the test kills what
+// it leaves running.
+func slowStart(t *testing.T, dir, then string) (exe, pidfile string) {
+	exe, pidfile = filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
+	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then echo $$ > %s; %s; fi\nexec -a \"$0\" %s \"$@\"\n", pidfile, then, echodBin)
+	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cleanupDaemons(t, dir)
+	return exe, pidfile
+}
+
+// TestDaemonStartInterrupted presses Ctrl-C (SIGINT), closes the terminal
+// (SIGHUP) or sends SIGTERM while the parent waits for a daemon that hangs:
+// the parent kills it, and nothing is left.
+func TestDaemonStartInterrupted(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGHUP, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			_, errOut, code := runEchod(t, dir, nil, tc.flag, tc.value, "-log", dir+"/echod.log")
-			if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
-				t.Errorf("exit %d, stderr %q; want 1 and one line with %q", code, errOut, tc.want)
+			exe, childPID := slowStart(t, dir, "exec sleep 60")
+			cmd := exec.Command(exe, "-addr", "127.0.0.1:0", "-pidfile", "echod.pid", "-log", "echod.log")
+			cmd.Dir = dir
+			var errOut bytes.Buffer
+			cmd.Stderr = &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
 			}
-			if left := running(dir); len(left) > 0 {
-				t.Errorf("left running: %v", left)
+			poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+			child := readPID(t, childPID)
+			cmd.Process.Signal(sig)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if code := exitCode(err); code != 1 || !strings.Contains(errOut.String(), "stopped: "+sig.String()) {
+					t.Errorf("exit %d (%v), stderr %q; want 1 and the signal named", code, err, errOut.String())
+				}
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				t.Fatal("the parent did not stop")
+			}
+			waitGone(t, child)
+			os.Remove(childPID)
+			for _, f := range []string{"echod.pid", "echod.log"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("%s left behind", f)
+				}
 			}
 		})
+	}
+}
+
+// TestDaemonHangsInStartUp starts a daemon that never reports: the parent
+// gives up after its bound, 10s, kills it and says so.
+func TestDaemonHangsInStartUp(t *testing.T) {
+	t.Parallel() // it waits the 10s
+	dir := t.TempDir()
+	exe, childPID := slowStart(t, dir, "exec sleep 60")
+	cmd := exec.Command(exe, "-addr", "127.0.0.1:0")
+	cmd.Dir = dir
+	begin := time.Now()
+	_, errOut, code := runCmd(t, cmd)
+	if d := time.Since(begin); code != 1 || !strings.Contains(errOut, "no word from it in 10s") || d < 10*time.Second {
+		t.Errorf("exit %d after %v, stderr %q; want 1 after 10s, no word", code, d, errOut)
+	}
+	waitGone(t, readPID(t, childPID))
+}
+
+// TestDaemonParentKilled kills the parent while its daemon starts slowly:
+// the daemon cannot report that it serves, so it exits, and removes the PID
+// file it wrote.
+func TestDaemonParentKilled(t *testing.T) {
+	dir := t.TempDir()
+	exe, childPID := slowStart(t, dir, "until [ -e go ]; do sleep 0.01; done")
+	cmd := exec.Command(exe, "-addr", "127.0.0.1:0")
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	cmd.Process.Kill()
+	cmd.Wait()
+	os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+	child := readPID(t, childPID)
+	waitGone(t, child)
+	if log, _ := os.ReadFile(filepath.Join(dir, "echod.log")); !bytes.Contains(log, []byte("telling our parent that we serve")) {
+		t.Errorf("the log does not say why the daemon exited:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+		t.Error("PID file left behind")
 	}
 }
 
@@ -259,5 +503,51 @@ func TestLockPIDFollowsRemoval(t *testing.T) {
 		if !os.SameFile(fi, at) {
 			t.Fatalf("start %d locked a PID file that is no longer at %s", i, path)
 		}
+	}
+}
+
+// makeIn runs a target of the project's Makefile in dir, where echod.pid is.
+func makeIn(t *testing.T, dir, target string) (stdout, stderr string, code int) {
+	t.Helper()
+	wd, _ := os.Getwd()
+	cmd := exec.Command("make", "-s", "-f", filepath.Join(wd, "Makefile"), target)
+	cmd.Dir = dir
+	return runCmd(t, cmd)
+}
+
+// TestMakeRefusesStalePIDFile puts a stranger's pid in echod.pid, as a
+// crashed daemon's file holds once its pid is reused: make stop, reload and
+// ps leave the stranger alone.
+func TestMakeRefusesStalePIDFile(t *testing.T) {
+	dir := t.TempDir()
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stranger.Process.Kill(); stranger.Wait() }()
+	os.WriteFile(filepath.Join(dir, "echod.pid"), []byte(fmt.Sprintln(stranger.Process.Pid)), 0o644)
+	for _, target := range []string{"stop", "reload", "ps"} {
+		_, errOut, code := makeIn(t, dir, target)
+		if code == 0 || !strings.Contains(errOut, "echod: not running (stale echod.pid)") {
+			t.Errorf("make %s: exit %d, stderr %q", target, code, errOut)
+		}
+	}
+	if !alive(stranger.Process.Pid) {
+		t.Error("make killed a stranger")
+	}
+}
+
+// TestMakeStop stops a real daemon with make stop, which returns once it is gone.
+func TestMakeStop(t *testing.T) {
+	dir := t.TempDir()
+	pid, _ := launchDaemon(t, dir)
+	if out, errOut, code := makeIn(t, dir, "ps"); code != 0 || !strings.Contains(out, strconv.Itoa(pid)) {
+		t.Errorf("make ps: exit %d, %q %q", code, out, errOut)
+	}
+	if _, errOut, code := makeIn(t, dir, "stop"); code != 0 {
+		t.Fatalf("make stop: exit %d, %q", code, errOut)
+	}
+	if alive(pid) {
+		t.Error("make stop returned before the daemon was gone")
 	}
 }

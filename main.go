@@ -7,10 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,9 +25,9 @@ var (
 	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
 	workers    = flag.Int("workers", 64, "size of the fixed pool")
 	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections")
-	idle       = flag.Duration("idle", time.Minute, "close a connection that makes no progress for this long")
-	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long connections in flight may finish")
-	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr")
+	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
+	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT or a reload, how long connections in flight may finish")
+	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file`")
 	pidPath    = flag.String("pidfile", "echod.pid", "the daemon's PID `file`, locked while it runs")
@@ -31,62 +36,151 @@ var (
 
 func main() {
 	flag.Parse()
-	if flag.NArg() > 0 || *workers < 1 || *queue < 0 || *idle <= 0 || *grace < 0 {
-		fmt.Fprintln(os.Stderr, "echod: want no arguments, -workers > 0, -queue >= 0, -idle > 0, -grace >= 0")
-		flag.Usage()
+	if err := checkFlags(); err != nil {
+		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	ln, pidf, ready, err := setup()
-	// Catch SIGTERM before the pid is published, so that stopping is always graceful.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err == nil && pidf != nil {
-		err = writePID(pidf)
+	signal.Ignore(syscall.SIGPIPE) // see ①; in every process, so that `echod | true` is not killed by its stdout
+	notify := os.Getenv("NOTIFY_SOCKET")
+	os.Unsetenv("NOTIFY_SOCKET") // for echod alone: a new daemon is given it, nothing else
+	setLogger(os.Stderr)         // in the daemon, the log file (see ④)
+	var err error
+	if isDaemon() && !*foreground {
+		err = daemon(*pidPath, *dir, *logPath, notify)
+	} else {
+		err = launch(notify)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
-		fmt.Fprintln(ready, err) // for the parent to print; a no-op when ready is nil (not a daemon)
 		os.Exit(1)
 	}
-	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	ready.WriteString(readyMsg) // a no-op when nil, as above
-	ready.Close()
-	serve(ctx, ln, *workers, *queue, *idle, *grace)
-	if pidf != nil {
-		os.Remove(pidf.Name())
-	}
-	slog.Info("stop")
 }
 
-// setup locks the PID file, binds the listener and opens the log. In daemon
-// mode the parent returns only on failure: daemonize starts the daemon, whose
-// setup inherits all three and returns the pipe on which it reports readiness.
-func setup() (ln net.Listener, pidf, ready *os.File, err error) {
-	if os.Getenv(daemonEnv) == "1" {
-		return inherit()
+func checkFlags() error {
+	_, _, err := net.SplitHostPort(*addr)
+	switch {
+	case flag.NArg() > 0:
+		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
+	case err != nil:
+		return fmt.Errorf("-addr: %v", err)
+	case *workers < 1:
+		return errors.New("-workers must be > 0")
+	case *queue < 0:
+		return errors.New("-queue must be >= 0")
+	case *idle <= 0:
+		return errors.New("-idle must be > 0")
+	case *grace < 0:
+		return errors.New("-grace must be >= 0")
+	case *pidPath != "" && filepath.Clean(*pidPath) == filepath.Clean(*logPath):
+		return errors.New("-pidfile and -log must be different files")
 	}
-	set := map[string]bool{}
-	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// The PID file first, so a second start names the running daemon.
-	if (!*foreground || set["pidfile"]) && *pidPath != "" {
-		if pidf, err = lockPID(*pidPath); err != nil {
-			return nil, nil, nil, err
+	return nil
+}
+
+// launch is every start but the daemon's own: it takes the PID file and the
+// listener, then serves in the foreground or starts the daemon. A failed
+// start removes the PID file if it created it.
+func launch(notify string) (err error) {
+	var pidf *os.File
+	if *pidPath != "" && (!*foreground || isSet("pidfile")) {
+		made := absent(*pidPath)
+		if pidf, err = lockPID(*pidPath); err != nil { // first, so a second start names the running daemon
+			return err
+		}
+		defer func() {
+			if err != nil && made {
+				os.Remove(*pidPath)
+			}
+		}()
+	}
+	ln, err := listen(*addr)
+	if err != nil {
+		return err // e.g., address already in use: still on the terminal
+	}
+	if *foreground {
+		if isSet("log") {
+			logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			if err != nil {
+				return err
+			}
+			setLogger(logf)
+		}
+		return run(ln, pidf, nil, nil, notify)
+	}
+	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	args := daemonArgs()
+	pid, err := startDaemon(ctx, args[0], args, ln, pidf, *logPath, notify)
+	if err == nil {
+		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
+	}
+	return err
+}
+
+// daemonArgs is the daemon's argv. argv[0] is the path we were started from,
+// made absolute, so that a reload runs whatever binary is there by then. The
+// flags follow, with absolute paths, since the daemon works in -dir.
+func daemonArgs() []string {
+	exe, err := exec.LookPath(os.Args[0])
+	if err == nil {
+		exe, err = filepath.Abs(exe)
+	}
+	if err != nil {
+		exe = "/proc/self/exe" // e.g., a made-up argv[0]: the running binary
+	}
+	for _, name := range []string{"dir", "log", "pidfile"} {
+		if path := flag.Lookup(name).Value.String(); path != "" {
+			path, _ = filepath.Abs(path)
+			flag.Set(name, path)
 		}
 	}
-	if ln, err = net.Listen("tcp", *addr); err != nil {
-		return nil, nil, nil, err // e.g., address already in use: still on the terminal
+	args := []string{exe}
+	flag.Visit(func(f *flag.Flag) { args = append(args, "-"+f.Name+"="+f.Value.String()) })
+	return args
+}
+
+func isSet(name string) (set bool) {
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func absent(path string) bool {
+	_, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// listen returns the socket that the service manager passed (socket
+// activation, sd_listen_fds(3)), or else binds address.
+func listen(address string) (net.Listener, error) {
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v) // for us alone
 	}
-	logf := os.Stderr
-	if !*foreground || set["log"] {
-		if logf, err = os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err != nil {
-			return nil, nil, nil, err
-		}
+	if pid != strconv.Itoa(os.Getpid()) {
+		return net.Listen("tcp", address) // e.g., no LISTEN_PID, or one meant for our parent
 	}
-	if !*foreground {
-		return nil, nil, nil, daemonize(ln.(*net.TCPListener), logf, pidf)
+	if fds != "1" {
+		return nil, fmt.Errorf("LISTEN_FDS=%s: echod takes exactly one socket", fds)
 	}
-	setLogger(logf)
-	return ln, pidf, nil, nil
+	return listenerAt(3, "the service manager")
+}
+
+// listenerAt takes the listening TCP socket at fd, where the service manager
+// or the echod that started us put it.
+func listenerAt(fd int, from string) (net.Listener, error) {
+	listening, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close() // the listener has a copy; the service manager keeps its own
+	ln, err := net.FileListener(f)
+	if _, tcp := ln.(*net.TCPListener); err == nil && (!tcp || listening == 0) {
+		ln.Close()
+		err = errors.New("not TCP")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fd %d from %s is not a listening TCP socket (%v)", fd, from, err)
+	}
+	return ln, nil
 }
 
 func setLogger(w io.Writer) {
@@ -95,6 +189,59 @@ func setLogger(w io.Writer) {
 		opts.Level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
+}
+
+// readyState tells the service manager that we serve, and who we are: in
+// daemon mode, and after a reload, we are not the process it started.
+const readyState = "READY=1\nMAINPID=%d"
+
+// readyMsg is what a new daemon writes on its readiness pipe; anything else,
+// or EOF, is failure.
+const readyMsg = "ready\n"
+
+// run serves ln until SIGTERM or SIGINT or, in the daemon, until a reload
+// (on hup) has handed over to a new daemon. ready, in the daemon, is the
+// pipe on which it tells its parent that it serves.
+func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, notify string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	context.AfterFunc(ctx, func() {
+		stop() // the first signal stops gracefully; a second one, at once
+		sdNotify(notify, "STOPPING=1")
+	})
+	if err := writePID(pidf); err != nil { // only now may anyone signal us
+		return err
+	}
+	sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))
+	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
+	if ready != nil {
+		_, err := io.WriteString(ready, readyMsg)
+		ready.Close()
+		if err != nil { // e.g., our parent was killed: nobody would know that we run
+			removePID(pidf)
+			return fmt.Errorf("telling our parent that we serve: %w", err)
+		}
+	}
+	serving, handover := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() { serve(serving, ln, *workers, *queue, *idle, *grace); close(served) }()
+	next := 0 // the pid of the daemon that took over
+	for next == 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup: // never in the foreground, where hup is nil
+			next = reload(ctx, ln, pidf, *logPath, notify)
+		}
+	}
+	handover()
+	<-served
+	if next != 0 {
+		slog.Info("stop", "handed_over_to", next) // the PID file is the new daemon's now
+		return nil
+	}
+	removePID(pidf)
+	slog.Info("stop")
+	return nil
 }
 
 // serve runs the pool on ln until ctx is done, then shuts down as net/http's
@@ -108,11 +255,12 @@ func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace
 	for id := range workers {
 		wg.Go(func() { worker(hard, id, jobs, idle) })
 	}
-	stop := context.AfterFunc(ctx, func() { ln.Close() }) // new clients are now refused
-	defer stop()
-	accept(ctx, ln, jobs)
+	context.AfterFunc(ctx, func() {
+		ln.Close()                 // new clients are refused, or, after a reload, wait in the backlog for the new daemon
+		time.AfterFunc(grace, cut) // the grace period starts now
+	})
+	accept(ln, jobs)
 	close(jobs)
-	defer time.AfterFunc(grace, cut).Stop() // the timer starts now
 	wg.Wait()
 }
 
@@ -120,32 +268,22 @@ func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace
 // worker is busy and jobs is full, it waits on the send, and further clients
 // wait in the kernel's listen backlog: backpressure, not loss. This is the
 // post's ThreadPool<TASK>, without the singleton.
-func accept(ctx context.Context, ln net.Listener, jobs chan<- net.Conn) {
+func accept(ln net.Listener, jobs chan<- net.Conn) {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
+		if errors.Is(err, net.ErrClosed) {
+			return
+		} else if err != nil {
 			// e.g., EMFILE, out of descriptors: the post exits here and the
 			// daemon dies. Back off instead, 5ms doubling to 1s, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			slog.Warn("accept", "err", err, "retry", delay)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-				return
-			}
+			time.Sleep(delay)
 			continue
 		}
 		delay = 0
-		select {
-		case jobs <- c:
-		case <-ctx.Done():
-			c.Close() // accepted as we shut down: as good as refused
-			return
-		}
+		jobs <- c // even as we shut down: a client we accepted is served, within grace
 	}
 }
 
@@ -191,5 +329,79 @@ func echo(c net.Conn, buf []byte, idle time.Duration) (n int64, err error) {
 		} else if rerr != nil {
 			return n, rerr // e.g., idle timeout; the post spins here forever
 		}
+	}
+}
+
+var notifyFailed sync.Once
+
+// sdNotify tells the service manager our state (sd_notify(3)); without
+// $NOTIFY_SOCKET it does nothing. A failure is logged once, never fatal.
+func sdNotify(addr, state string) {
+	if addr == "" {
+		return
+	}
+	c, err := net.Dial("unixgram", addr) // Go reads a leading @ as the abstract namespace, as systemd does
+	if err == nil {
+		_, err = c.Write([]byte(state))
+		c.Close()
+	}
+	if err != nil {
+		notifyFailed.Do(func() { slog.Warn("sd_notify", "err", err) })
+	}
+}
+
+// lockPID opens path and takes an exclusive flock. The lock belongs to the
+// open file, so it passes to the daemon with the descriptor and dies with
+// it: a PID file left by a dead daemon is never locked.
+func lockPID(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // no O_TRUNC: it may be another daemon's
+	if err != nil {
+		return nil, err
+	}
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		who := "already running"
+		if pid, _ := os.ReadFile(path); len(strings.TrimSpace(string(pid))) > 0 {
+			who += " as pid " + strings.TrimSpace(string(pid)) // empty while a daemon starts
+		}
+		err = fmt.Errorf("%s (%s is locked)", who, path)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !isAt(f) {
+		f.Close() // a stopping daemon removed it after we opened it: try again
+		return lockPID(path)
+	}
+	return f, nil
+}
+
+// isAt reports whether f is still the file at its path.
+func isAt(f *os.File) bool {
+	fi, _ := f.Stat()
+	at, _ := os.Stat(f.Name())
+	return os.SameFile(fi, at) // false if either is gone
+}
+
+// writePID writes our pid into the locked PID file in place: the lock
+// belongs to this inode, and a reader (systemd, during a reload) never
+// finds the file empty.
+func writePID(f *os.File) error {
+	if f == nil {
+		return nil
+	}
+	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
+	if _, err := f.WriteAt(pid, 0); err != nil {
+		return err
+	}
+	return f.Truncate(int64(len(pid)))
+}
+
+// removePID removes the PID file if it is still the one we locked: after an
+// rm, the path may be another daemon's.
+func removePID(f *os.File) {
+	if f != nil && isAt(f) {
+		os.Remove(f.Name())
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -265,6 +264,22 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
+// TestIdleKeepsActiveConnection keeps a connection busy for three times
+// -idle, and past -grace: it must survive, since the idle deadline moves with
+// every read and write, and the grace period starts only at SIGTERM.
+func TestIdleKeepsActiveConnection(t *testing.T) {
+	s := startServer(t, "-idle", "300ms", "-grace", "200ms")
+	c := dial(t, s.addr)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if _, err := c.Write([]byte("tick")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatalf("an active connection was cut: %v", err)
+		}
+	}
+}
+
 // TestShutdownCompletesTransfer sends SIGTERM while a transfer is in flight:
 // new clients are refused, the transfer completes, and echod exits 0.
 func TestShutdownCompletesTransfer(t *testing.T) {
@@ -295,10 +310,11 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 }
 
 // TestShutdownGraceExpires keeps every worker busy and the queue full with
-// clients that never finish; SIGTERM must still end echod after -grace.
+// clients that never finish: SIGTERM cuts the busy one after -grace, not
+// before, and echod exits.
 func TestShutdownGraceExpires(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "echod.pid")
-	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "300ms", "-pidfile", pidfile)
+	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "500ms", "-pidfile", pidfile)
 	busy := dial(t, s.addr)
 	busy.Write([]byte("x"))
 	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
@@ -307,31 +323,93 @@ func TestShutdownGraceExpires(t *testing.T) {
 	for range 3 { // one in the queue, one held by the accept loop, one in the backlog
 		dial(t, s.addr)
 	}
+	cut := make(chan time.Duration, 1)
 	begin := time.Now()
-	s.stop(t, 5*time.Second)
-	if d := time.Since(begin); d < 250*time.Millisecond {
-		t.Errorf("exited after %v, before -grace", d)
-	}
-	if _, err := io.Copy(io.Discard, busy); err != nil && isTimeout(err) {
-		t.Error("the busy connection was left open")
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	go func() { io.Copy(io.Discard, busy); cut <- time.Since(begin) }()
+	s.wait(t, 5*time.Second)
+	if d := <-cut; d < 400*time.Millisecond {
+		t.Errorf("the busy connection was cut %v after SIGTERM, before -grace (500ms)", d)
 	}
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
 		t.Errorf("PID file left: %v", err)
 	}
 }
 
+// TestSecondSignalStopsAtOnce presses Ctrl-C twice in the foreground: the
+// first starts a graceful stop, which a busy client would make last -grace;
+// the second ends echod at once.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	s := startServer(t, "-grace", "20s")
+	busy := dial(t, s.addr)
+	mustWrite := func() {
+		busy.Write([]byte("x"))
+		if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustWrite()
+	s.cmd.Process.Signal(syscall.SIGINT)
+	poll(t, 5*time.Second, "no graceful stop after the first SIGINT", func() bool {
+		nc, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+	mustWrite() // still served during the graceful stop
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("still running 3s after the second SIGINT")
+	}
+}
+
+// TestForegroundHangup: in -foreground, SIGHUP keeps its default and ends
+// echod, as a closed terminal ends its jobs; reload is for daemons.
+func TestForegroundHangup(t *testing.T) {
+	s := startServer(t)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case <-s.done:
+		if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGHUP {
+			t.Errorf("exit %v, want death by SIGHUP", s.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running after SIGHUP")
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"-workers", "0"}, {"-bogus"}, {"extra"}, {"-idle", "0s"}} {
-		cmd := exec.CommandContext(context.Background(), echodBin, append(args, "-foreground")...)
-		out, err := cmd.CombinedOutput()
-		if code := exitCode(err); code != 2 || !strings.Contains(string(out), "echod") {
-			t.Errorf("%v: exit %d, want 2\n%s", args, code, out)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workers", "0"}, "echod: -workers must be > 0"},
+		{[]string{"-queue", "-1"}, "echod: -queue must be >= 0"},
+		{[]string{"-idle", "0s"}, "echod: -idle must be > 0"},
+		{[]string{"-grace", "-1s"}, "echod: -grace must be >= 0"},
+		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address"},
+		{[]string{"-pidfile", "x", "-log", "./x"}, "echod: -pidfile and -log must be different files"},
+		{[]string{"extra"}, `echod: unexpected argument "extra"`},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command(echodBin, append(tc.args, "-foreground")...)
+		cmd.Dir = dir
+		_, errOut, code := runCmd(t, cmd)
+		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+		if files, _ := os.ReadDir(dir); len(files) > 0 {
+			t.Errorf("%v left %v", tc.args, files)
 		}
 	}
 }
 
-// run runs cmd to its end, killing it after 20 s, and returns what it printed.
-func run(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) {
+// runCmd runs cmd to its end, killing it after 20 s, and returns what it printed.
+func runCmd(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

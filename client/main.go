@@ -10,38 +10,45 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
-	"unsafe"
 )
 
 var (
 	retries = flag.Int("retries", 10, "reconnect attempts before giving up on a line")
 	wait    = flag.Duration("wait", time.Second, "pause between reconnect attempts")
+	timeout = flag.Duration("timeout", 10*time.Second, "the longest wait for progress on a connection: connect, write or read")
 )
 
 func main() {
 	flag.Parse()
-	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 {
-		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N] [-wait D] HOST PORT (1-65535)")
+	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 || *timeout <= 0 {
+		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N] [-wait D] [-timeout D] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
 	c := &client{addr: net.JoinHostPort(flag.Arg(0), flag.Arg(1))}
 	in := bufio.NewReader(os.Stdin)
+	fi, _ := os.Stdin.Stat()
+	prompt := fi != nil && fi.Mode()&os.ModeCharDevice != 0 // a terminal, as isatty(3) would say
 	for {
-		if isTerminal(os.Stdin) {
+		if prompt {
 			fmt.Fprint(os.Stderr, "Please enter# ")
 		}
 		line, err := in.ReadBytes('\n')
 		if len(line) > 0 {
-			reply, rerr := c.exchange(line)
-			if rerr != nil {
-				fmt.Fprintf(os.Stderr, "client: giving up on %s after %d retries: %v\n", c.addr, *retries, rerr)
+			reply, err := c.exchange(line)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "client: giving up on %s after %d retries: %v\n", c.addr, *retries, err)
 				os.Exit(1)
 			}
-			os.Stdout.Write(reply)
+			if _, err := os.Stdout.Write(reply); err != nil {
+				fmt.Fprintln(os.Stderr, "client: writing the reply:", err) // e.g., > /dev/full
+				os.Exit(1)
+			}
 		}
 		if err == io.EOF {
+			if prompt {
+				fmt.Fprintln(os.Stderr) // after Ctrl-D, the shell's prompt starts on a line of its own
+			}
 			return
 		} else if err != nil {
 			fmt.Fprintln(os.Stderr, "client: reading input:", err)
@@ -57,7 +64,9 @@ type client struct {
 }
 
 // exchange sends line and returns the reply, reconnecting and resending
-// after a failure, up to -retries times -wait apart.
+// after a failure, up to -retries times -wait apart. A resend delivers the
+// line at least once, perhaps twice: harmless for an echo, not for a
+// protocol whose requests change something.
 func (c *client) exchange(line []byte) ([]byte, error) {
 	reused := c.conn != nil
 	reply, err := c.roundTrip(line)
@@ -72,38 +81,59 @@ func (c *client) exchange(line []byte) ([]byte, error) {
 	return reply, err
 }
 
-// roundTrip writes line on the connection, dialling a new one if need be, and
-// reads the reply up to its newline.
+// roundTrip sends line on the connection, dialling a new one if need be, and
+// reads the reply: up to its newline, or, after a last line without one, up
+// to the server's close. It reads while it writes, as gopl's netcat3 does,
+// or a line longer than the socket buffers would block both sides.
 func (c *client) roundTrip(line []byte) ([]byte, error) {
 	if c.conn == nil {
-		conn, err := net.DialTimeout("tcp", c.addr, 10*time.Second)
+		conn, err := net.DialTimeout("tcp", c.addr, *timeout)
 		if err != nil {
 			return nil, err // a new socket each time: the post reuses one after a failed connect()
 		}
-		c.conn, c.r = conn.(*net.TCPConn), bufio.NewReader(conn)
+		c.conn = conn.(*net.TCPConn)
+		c.r = bufio.NewReader(c.conn)
 	}
-	_, err := c.conn.Write(line)
-	last := line[len(line)-1] != '\n' // input ended without a newline
-	if err == nil && last {
-		err = c.conn.CloseWrite() // so the server's close ends the reply instead
-	}
+	last := line[len(line)-1] != '\n'
+	c.conn.SetDeadline(time.Now().Add(*timeout)) // before we read, too
+	sent := make(chan error, 1)
+	go func(conn *net.TCPConn) { sent <- send(conn, line, last) }(c.conn)
 	var reply []byte
-	if err == nil {
+	var err error
+	if last {
+		reply, err = io.ReadAll(c.r)
+	} else {
 		reply, err = c.r.ReadBytes('\n')
-		if err == io.EOF && last && len(reply) > 0 {
-			err = nil
-		}
+	}
+	if err == nil && len(reply) < len(line) {
+		err = fmt.Errorf("reply cut short: %d of %d bytes", len(reply), len(line))
 	}
 	if err != nil || last {
-		c.conn.Close()
+		c.conn.Close() // which also ends a send that is stuck
+	}
+	if serr := <-sent; err == nil {
+		err = serr
+	}
+	if err != nil || last {
 		c.conn = nil
 	}
 	return reply, err
 }
 
-// isTerminal reports whether f is a terminal, as isatty(3) does.
-func isTerminal(f *os.File) bool {
-	var t syscall.Termios
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
-	return errno == 0
+// send writes line in pieces, moving the deadline for both directions before
+// each, so that -timeout bounds a stall, not a long line. After a last line,
+// it half-closes, and the server's close ends the reply.
+func send(conn *net.TCPConn, line []byte, last bool) error {
+	for len(line) > 0 {
+		n := min(len(line), 64<<10)
+		conn.SetDeadline(time.Now().Add(*timeout))
+		if _, err := conn.Write(line[:n]); err != nil {
+			return err
+		}
+		line = line[n:]
+	}
+	if last {
+		return conn.CloseWrite()
+	}
+	return nil
 }

@@ -1,0 +1,24 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+)
+
+// Daemon mode re-executes echod and reads /proc (daemon_linux.go). Elsewhere,
+// run echod -foreground under the system's supervisor (launchd, rc.d).
+var errNoDaemon = errors.New("daemon mode needs Linux; use -foreground")
+
+func startDaemon(context.Context, string, []string, net.Listener, *os.File, string, string) (int, error) {
+	return 0, errNoDaemon
+}
+
+func daemon(string, string, string, string) error { return errNoDaemon }
+
+func reload(context.Context, net.Listener, *os.File, string, string) int { return 0 }
+
+func isDaemon() bool { return false }
