@@ -105,14 +105,14 @@ func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener
 		return cmd.Process.Pid, nil
 	}
 	cmd.Process.Kill() // nothing may be left running after a failed start
-	status := cmd.Wait()
+	cmd.Wait()
 	switch {
 	case len(msg) > 0:
 		err = errors.New(strings.TrimSpace(string(msg))) // the daemon's own words
 	case ctx.Err() != nil:
 		err = fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx))
 	default:
-		return 0, fmt.Errorf("pid %d died in start-up (%v); see %s", cmd.Process.Pid, status, logPath)
+		return 0, fmt.Errorf("pid %d ended in start-up, %v; see %s", cmd.Process.Pid, cmd.ProcessState, logPath)
 	}
 	if made {
 		os.Remove(logPath) // the error is on the terminal, or in the reloading daemon's log

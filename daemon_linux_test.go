@@ -164,23 +164,24 @@ func TestDaemon(t *testing.T) {
 }
 
 // TestDaemonLeavesTerminal starts echod from a terminal, as a user would, with
-// script(1): the daemon has no controlling terminal, though its parent had.
+// script(1). While the shell that started it still holds the terminal, the
+// daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
 func TestDaemonLeavesTerminal(t *testing.T) {
 	dir := t.TempDir()
 	cleanupDaemons(t, dir)
-	cmd := exec.Command("script", "-qec", "tty; exec "+echodBin+" -addr 127.0.0.1:0", "/dev/null")
+	cmd := exec.Command("script", "-qec", "tty && "+echodBin+` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`, "/dev/null")
 	cmd.Dir = dir
 	out, errOut, code := runCmd(t, cmd)
-	var tty string
+	var tty, ttyNr string
 	var pid int
-	if _, err := fmt.Sscanf(out, "%s\r\nechod: daemon pid %d", &tty, &pid); err != nil || code != 0 {
+	if _, err := fmt.Sscanf(out, "%s\r\nechod: daemon pid %d listening on %s (log %s\r\n%s", &tty, &pid, new(string), new(string), &ttyNr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
 	if !strings.HasPrefix(tty, "/dev/pts/") {
 		t.Fatalf("the parent had no terminal: tty said %q", tty)
 	}
-	if st := procStat(pid); st == nil || st[4] != "0" {
-		t.Errorf("the daemon has a controlling terminal: /proc/%d/stat %v", pid, st)
+	if ttyNr != "0" {
+		t.Errorf("the daemon has a controlling terminal: tty_nr %s", ttyNr)
 	}
 }
 
@@ -374,12 +375,12 @@ func TestDaemonStrayEnvironment(t *testing.T) {
 }
 
 // slowStart writes an executable script that stands where echod is started
-// from, so that the daemon echod starts is the script: it writes its pid to
-// a file, then runs then. echod is started through it; the test kills what
-// it leaves running.
+// from, so that the daemon echod starts is the script: in dir, it writes its
+// pid to child.pid, then runs then. echod is started through it; the test
+// kills what it leaves running.
 func slowStart(t *testing.T, dir, then string) (exe, pidfile string) {
 	exe, pidfile = filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
-	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then echo $$ > %s; %s; fi\nexec -a \"$0\" %s \"$@\"\n", pidfile, then, echodBin)
+	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, echodBin)
 	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -336,6 +336,34 @@ func TestShutdownGraceExpires(t *testing.T) {
 	}
 }
 
+// TestShutdownServesAccepted has the one worker busy and a second client
+// accepted, waiting for it, when SIGTERM comes: once the first finishes, the
+// second is served too, within -grace. A reload stops the old daemon the same
+// way, so no client it accepted is reset.
+func TestShutdownServesAccepted(t *testing.T) {
+	s := startServer(t, "-workers", "1", "-queue", "0", "-grace", "20s")
+	busy := dial(t, s.addr)
+	busy.Write([]byte("x"))
+	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	pid := s.cmd.Process.Pid
+	rest := fdCount(pid)
+	waiting := dial(t, s.addr)
+	poll(t, 5*time.Second, "the second client was not accepted", func() bool { return fdCount(pid) > rest })
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	poll(t, 5*time.Second, "new connections still accepted after SIGTERM", func() bool {
+		nc, err := net.Dial("tcp", s.addr)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+	busy.CloseWrite()
+	mustEcho(t, waiting, []byte("accepted before SIGTERM, served after"))
+	s.wait(t, 5*time.Second)
+}
+
 // TestSecondSignalStopsAtOnce presses Ctrl-C twice in the foreground: the
 // first starts a graceful stop, which a busy client would make last -grace;
 // the second ends echod at once.

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// awaitReload waits until the PID file in dir names a daemon other than old,
+// and returns it.
+func awaitReload(t *testing.T, dir string, old int) int {
+	t.Helper()
+	pidfile := filepath.Join(dir, "echod.pid")
+	poll(t, 15*time.Second, fmt.Sprintf("pid %d did not hand over", old), func() bool {
+		b, _ := os.ReadFile(pidfile)
+		return len(b) > 0 && !bytes.Equal(b, fmt.Appendln(nil, old))
+	})
+	return readPID(t, pidfile)
+}
+
+// awaitLog waits until dir's echod.log contains want, and returns the log.
+func awaitLog(t *testing.T, dir, want string) string {
+	t.Helper()
+	var log []byte
+	poll(t, 15*time.Second, fmt.Sprintf("no %q in the log", want), func() bool {
+		log, _ = os.ReadFile(filepath.Join(dir, "echod.log"))
+		return bytes.Contains(log, []byte(want))
+	})
+	return string(log)
+}
+
+// assertOnly checks that pid is the one process left that names dir, that
+// the PID file names it, and that it serves addr.
+func assertOnly(t *testing.T, dir string, pid int, addr string) {
+	t.Helper()
+	poll(t, 10*time.Second, "old daemons still running", func() bool { return len(running(dir)) <= 1 })
+	if got := running(dir); !slices.Equal(got, []int{pid}) {
+		t.Errorf("running: %v, want only %d", got, pid)
+	}
+	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
+		t.Errorf("PID file names %d, want %d", got, pid)
+	}
+	mustEcho(t, dial(t, addr), []byte("served by the daemon in the PID file"))
+}
+
+// TestReloadUnderLoad reloads three times, one after another, while twelve
+// clients connect, echo 1 to 4 KiB and close, and two streams of 4 MiB run
+// slowly across all three: no client is refused, reset or given a wrong
+// byte. Meanwhile the PID file is never empty, and each old daemon has left
+// the new pid in it by the time it exits.
+func TestReloadUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	pidfile := filepath.Join(dir, "echod.pid")
+	stop := make(chan struct{})
+	var refused, reset, corrupt, failed, echoed, empty atomic.Int64
+	var firstErr atomic.Value
+	count := func(err error) {
+		switch {
+		case err == nil:
+			echoed.Add(1)
+			return
+		case errors.Is(err, syscall.ECONNREFUSED):
+			refused.Add(1)
+		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+			reset.Add(1)
+		case errors.Is(err, errCorrupt), errors.Is(err, errCut):
+			corrupt.Add(1)
+		default:
+			failed.Add(1)
+		}
+		firstErr.CompareAndSwap(nil, err)
+	}
+	var clients, streams sync.WaitGroup
+	clients.Go(func() { // the PID file, read as systemd would
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if b, err := os.ReadFile(pidfile); err != nil || len(bytes.TrimSpace(b)) == 0 {
+				empty.Add(1)
+			}
+		}
+	})
+	for range 12 {
+		clients.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				if err != nil {
+					count(err)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				data := random(1024 + mrand.IntN(3073))
+				count(verify(c.(*net.TCPConn), data, func() int { return len(data) }, 32<<10, 0))
+				c.Close()
+			}
+		})
+	}
+	for range 2 {
+		c := dial(t, addr)
+		streams.Go(func() { // 64 KiB every 40ms: about 2.6s
+			count(verify(c, random(4<<20), func() int { time.Sleep(40 * time.Millisecond); return 64 << 10 }, 32<<10, 0))
+		})
+	}
+	var old []int
+	var watchers sync.WaitGroup
+	for range 3 {
+		time.Sleep(100 * time.Millisecond) // a moment of traffic between reloads
+		prev := pid
+		syscall.Kill(prev, syscall.SIGHUP)
+		watchers.Go(func() { // look at the process first, then at the file
+			for end := time.Now().Add(15 * time.Second); alive(prev) && time.Now().Before(end); {
+				time.Sleep(time.Millisecond)
+			}
+			if got, _ := os.ReadFile(pidfile); alive(prev) || bytes.Equal(got, fmt.Appendln(nil, prev)) {
+				t.Errorf("pid %d exited with its own pid in the PID file, or not at all", prev)
+			}
+		})
+		pid = awaitReload(t, dir, prev)
+		old = append(old, prev)
+	}
+	streams.Wait()
+	close(stop)
+	clients.Wait()
+	t.Logf("reloads %v -> %d: %d echoed, %d refused, %d reset, %d corrupt, %d other, %d empty PID file reads",
+		old, pid, echoed.Load(), refused.Load(), reset.Load(), corrupt.Load(), failed.Load(), empty.Load())
+	if n := refused.Load() + reset.Load() + corrupt.Load() + failed.Load(); n > 0 {
+		t.Errorf("%d clients failed; first: %v", n, firstErr.Load())
+	}
+	if empty.Load() > 0 {
+		t.Errorf("the PID file was empty or missing %d times", empty.Load())
+	}
+	watchers.Wait()
+	assertOnly(t, dir, pid, addr)
+	log := awaitLog(t, dir, fmt.Sprintf("handed_over_to=%d", pid))
+	if n := strings.Count(log, "handed_over_to="); n != 3 {
+		t.Errorf("%d handovers in the log, want 3:\n%s", n, log)
+	}
+}
+
+// installEchod puts a copy of bin in dir as the binary that echod runs from,
+// replacing what is there with a new file, as mv or a package manager does.
+func installEchod(t *testing.T, dir, bin string, mode os.FileMode) string {
+	t.Helper()
+	exe := filepath.Join(dir, "echod")
+	b, err := os.ReadFile(bin)
+	if err == nil {
+		err = os.WriteFile(exe+".new", b, mode)
+	}
+	if err == nil {
+		err = os.Rename(exe+".new", exe)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// startFrom starts the daemon from exe in dir and returns its pid and address.
+func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr string) {
+	t.Helper()
+	cleanupDaemons(t, dir)
+	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir = dir
+	out, errOut, code := runCmd(t, cmd)
+	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s", &pid, &addr); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	return pid, addr
+}
+
+// TestReloadUpgrade replaces the binary on disk with a new build, then
+// reloads: the new daemon runs the new file.
+func TestReloadUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	exe := installEchod(t, dir, plainBin, 0o755) // another build: without the race detector
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	running, _ := os.Stat(fmt.Sprintf("/proc/%d/exe", next))
+	onDisk, _ := os.Stat(exe)
+	if !os.SameFile(running, onDisk) {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", next))
+		t.Errorf("the new daemon runs %s, not the new %s", link, exe)
+	}
+	assertOnly(t, dir, next, addr)
+}
+
+// TestReloadFails replaces the binary with things that are not a working
+// echod: each reload fails, says why in the log, and the old daemon serves
+// on, named by the PID file, with nothing else left running.
+func TestReloadFails(t *testing.T) {
+	for _, tc := range []struct {
+		name, script string
+		mode         os.FileMode
+		why          string
+	}{
+		{"exits", "#!/bin/sh\nexit 3\n", 0o755, "exit status 3"},
+		{"not executable", "", 0o644, "permission denied"},
+		{"not echod", "#!/bin/sh\nexec sleep 60\n", 0o755, "no word from it in 10s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if strings.Contains(tc.script, "sleep") {
+				t.Parallel() // it waits the 10s
+			}
+			dir := t.TempDir()
+			pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+			src := echodBin
+			if tc.script != "" {
+				src = filepath.Join(dir, "script")
+				os.WriteFile(src, []byte(tc.script), 0o755)
+			}
+			installEchod(t, dir, src, tc.mode)
+			syscall.Kill(pid, syscall.SIGHUP)
+			log := awaitLog(t, dir, "reload failed")
+			if !strings.Contains(log, tc.why) {
+				t.Errorf("the log does not say %q:\n%s", tc.why, log)
+			}
+			assertOnly(t, dir, pid, addr)
+		})
+	}
+}
+
+// TestReloadBinaryGone removes the binary, as go run does once the first
+// start has exited: the reload runs the running binary again, and says so.
+func TestReloadBinaryGone(t *testing.T) {
+	dir := t.TempDir()
+	exe := installEchod(t, dir, echodBin, 0o755)
+	pid, addr := startFrom(t, dir, exe)
+	os.Remove(exe)
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	awaitLog(t, dir, "running this binary again")
+	assertOnly(t, dir, next, addr)
+}
+
+// TestReloadSlowNewDaemon serves a client on the old daemon while the new one
+// starts slowly, then hands over: the old daemon must still see the Close of
+// its listener, and exit.
+func TestReloadSlowNewDaemon(t *testing.T) {
+	dir := t.TempDir()
+	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
+	pid, addr := startFrom(t, dir, exe)
+	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
+	os.Remove(childPID)
+	syscall.Kill(pid, syscall.SIGHUP)
+	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	mustEcho(t, dial(t, addr), []byte("served by the old daemon during the reload"))
+	os.Remove(filepath.Join(dir, "slow"))
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	assertOnly(t, dir, next, addr)
+}
+
+// TestReloadLogRotation renames the log, as logrotate does, and reloads: the
+// new daemon writes a new file at -log, and the renamed one ends with the old
+// daemon's stop line. Nothing is lost in between.
+func TestReloadLogRotation(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	log, rotated := filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1")
+	os.Rename(log, rotated)
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	old, _ := os.ReadFile(rotated)
+	lines := strings.Split(strings.TrimSpace(string(old)), "\n")
+	if want := fmt.Sprintf("msg=stop handed_over_to=%d", next); !strings.Contains(lines[len(lines)-1], want) {
+		t.Errorf("the rotated log ends %q, want %q", lines[len(lines)-1], want)
+	}
+	if !strings.Contains(lines[0], fmt.Sprintf("msg=start addr=%s workers=64 pid=%d", addr, pid)) {
+		t.Errorf("the rotated log starts %q, want the old daemon's start", lines[0])
+	}
+	if now, _ := os.ReadFile(log); !bytes.HasPrefix(bytes.SplitN(now, []byte("\n"), 2)[0], []byte("time=")) ||
+		!bytes.Contains(now, fmt.Appendf(nil, "msg=start addr=%s workers=64 pid=%d", addr, next)) {
+		t.Errorf("the new log is %q, want the new daemon's start", now)
+	}
+}
+
+// TestReloadTwice sends a second SIGHUP while the new daemon starts: it
+// starts no second one.
+func TestReloadTwice(t *testing.T) {
+	dir := t.TempDir()
+	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
+	pid, addr := startFrom(t, dir, exe)
+	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
+	os.Remove(childPID)
+	syscall.Kill(pid, syscall.SIGHUP)
+	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	syscall.Kill(pid, syscall.SIGHUP)
+	os.Remove(filepath.Join(dir, "slow"))
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	assertOnly(t, dir, next, addr)
+	if log := awaitLog(t, dir, "msg=stop"); strings.Count(log, "msg=start") != 2 {
+		t.Errorf("want two starts in the log:\n%s", log)
+	}
+}
+
+// TestReloadThenStop sends SIGTERM right after SIGHUP, once while the new
+// daemon is still starting and once at any moment: afterwards the PID file
+// names a daemon that serves, or it is gone and nothing runs.
+func TestReloadThenStop(t *testing.T) {
+	t.Run("during start-up", func(t *testing.T) {
+		dir := t.TempDir()
+		exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
+		pid, _ := startFrom(t, dir, exe)
+		os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
+		os.Remove(childPID)
+		syscall.Kill(pid, syscall.SIGHUP)
+		poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+		syscall.Kill(pid, syscall.SIGTERM)
+		waitGone(t, pid)
+		waitGone(t, readPID(t, childPID))
+		if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+			t.Error("PID file left, naming nobody")
+		}
+		if left := running(dir); len(left) > 0 {
+			t.Errorf("left running: %v", left)
+		}
+	})
+	t.Run("at once", func(t *testing.T) {
+		dir := t.TempDir()
+		pid, addr := launchDaemon(t, dir)
+		syscall.Kill(pid, syscall.SIGHUP)
+		syscall.Kill(pid, syscall.SIGTERM)
+		waitGone(t, pid)
+		b, err := os.ReadFile(filepath.Join(dir, "echod.pid"))
+		if err != nil {
+			if left := running(dir); len(left) > 0 {
+				t.Errorf("PID file gone, but %v run", left)
+			}
+			return
+		}
+		var next int
+		fmt.Sscan(string(b), &next)
+		assertOnly(t, dir, next, addr)
+	})
+}
+
+// TestMakeReload reloads through the Makefile: it waits for the new daemon
+// and names it, or shows the log's reason for a failure.
+func TestMakeReload(t *testing.T) {
+	dir := t.TempDir()
+	exe := installEchod(t, dir, echodBin, 0o755)
+	pid, addr := startFrom(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
+	out, errOut, code := makeIn(t, dir, "reload")
+	next := readPID(t, filepath.Join(dir, "echod.pid"))
+	if want := fmt.Sprintf("echod: reloaded: pid %d, now %d\n", pid, next); code != 0 || out != want {
+		t.Errorf("make reload: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
+	}
+	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	_, errOut, code = makeIn(t, dir, "reload")
+	if code == 0 || !strings.Contains(errOut, "reload failed") || !strings.Contains(errOut, "exit status 3") {
+		t.Errorf("make reload of a broken binary: exit %d, stderr %q", code, errOut)
+	}
+	assertOnly(t, dir, next, addr)
+}
