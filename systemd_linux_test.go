@@ -1,0 +1,649 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// notice is one sd_notify datagram, with the pid that sent it.
+type notice struct {
+	pid   int
+	state string
+}
+
+// notifySocket is a test-owned receiver of sd_notify(3) datagrams, as
+// systemd's is: it learns each sender's pid from SCM_CREDENTIALS.
+type notifySocket struct {
+	addr string
+	conn *net.UnixConn
+}
+
+func listenNotify(t *testing.T, addr string) *notifySocket {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	raw, _ := conn.SyscallConn()
+	raw.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1) })
+	return &notifySocket{addr, conn}
+}
+
+// next returns the next datagram, waiting up to d for it.
+func (n *notifySocket) next(t *testing.T, d time.Duration) notice {
+	t.Helper()
+	buf, oob := make([]byte, 4096), make([]byte, 1024)
+	n.conn.SetReadDeadline(time.Now().Add(d))
+	nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatalf("no sd_notify message within %v: %v", d, err)
+	}
+	msg := notice{state: string(buf[:nb])}
+	if scm, err := syscall.ParseSocketControlMessage(oob[:noob]); err == nil && len(scm) > 0 {
+		if cred, err := syscall.ParseUnixCredentials(&scm[0]); err == nil {
+			msg.pid = int(cred.Pid)
+		}
+	}
+	return msg
+}
+
+// expect reads the next datagram and checks its sender and contents.
+func (n *notifySocket) expect(t *testing.T, d time.Duration, pid int, state string) {
+	t.Helper()
+	if got := n.next(t, d); got.pid != pid || got.state != state {
+		t.Errorf("sd_notify from pid %d: %q; want %q from pid %d", got.pid, got.state, state, pid)
+	}
+}
+
+// TestNotifyForeground receives echod's sd_notify messages at an abstract
+// address and at a path: READY=1 once a client can connect, STOPPING=1 at
+// SIGTERM.
+func TestNotifyForeground(t *testing.T) {
+	for _, addr := range []string{fmt.Sprintf("@echod-test-%d", rand.Uint64()), filepath.Join(t.TempDir(), "notify")} {
+		t.Run(addr[:1], func(t *testing.T) {
+			n := listenNotify(t, addr)
+			cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
+			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr)
+			s := start(t, cmd)
+			pid := s.cmd.Process.Pid
+			n.expect(t, 10*time.Second, pid, fmt.Sprintf("READY=1\nMAINPID=%d", pid))
+			mustEcho(t, dial(t, s.addr), []byte("ready means serving"))
+			s.stop(t, 5*time.Second)
+			n.expect(t, time.Second, pid, "STOPPING=1")
+		})
+	}
+}
+
+// TestNotifyDaemon follows the messages of a daemon's life: READY=1 from
+// the daemon, before its parent exits, with MAINPID, since the daemon is not
+// the process the service manager started; at a reload, RELOADING=1 with the
+// monotonic clock, then READY=1 from the new daemon; at a failed reload,
+// READY=1 again from the old one.
+func TestNotifyDaemon(t *testing.T) {
+	dir := t.TempDir()
+	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", rand.Uint64()))
+	t.Setenv("NOTIFY_SOCKET", n.addr)
+	pid, _ := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	n.expect(t, 100*time.Millisecond, pid, fmt.Sprintf("READY=1\nMAINPID=%d", pid)) // already queued
+
+	before := monotonicUsec()
+	syscall.Kill(pid, syscall.SIGHUP)
+	got := n.next(t, 10*time.Second)
+	var usec int64
+	if _, err := fmt.Sscanf(got.state, "RELOADING=1\nMONOTONIC_USEC=%d", &usec); err != nil || got.pid != pid || usec < before || usec > monotonicUsec() {
+		t.Errorf("sd_notify from pid %d: %q; want RELOADING=1 and MONOTONIC_USEC from %d to now", got.pid, got.state, before)
+	}
+	next := awaitReload(t, dir, pid)
+	n.expect(t, 10*time.Second, next, fmt.Sprintf("READY=1\nMAINPID=%d", next))
+
+	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	syscall.Kill(next, syscall.SIGHUP)
+	if got := n.next(t, 10*time.Second); got.pid != next || !strings.HasPrefix(got.state, "RELOADING=1\n") {
+		t.Errorf("sd_notify from pid %d: %q; want RELOADING=1 from %d", got.pid, got.state, next)
+	}
+	n.expect(t, 10*time.Second, next, fmt.Sprintf("READY=1\nMAINPID=%d", next))
+	syscall.Kill(next, syscall.SIGTERM)
+	n.expect(t, 10*time.Second, next, "STOPPING=1")
+}
+
+// TestNotifyFails points NOTIFY_SOCKET at nothing: echod serves anyway, and
+// logs the failure once.
+func TestNotifyFails(t *testing.T) {
+	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=@echod-test-nobody-listens")
+	s := start(t, cmd)
+	mustEcho(t, dial(t, s.addr), []byte("serving without a service manager"))
+	s.stop(t, 5*time.Second)
+	if n := strings.Count(s.log(), "msg=sd_notify"); n != 1 {
+		t.Errorf("%d sd_notify failures logged, want 1:\n%s", n, s.log())
+	}
+}
+
+// freePort returns a loopback address that nothing listens on right now.
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestStartStopDaemonNotify starts echod -foreground with dpkg's
+// start-stop-daemon, which waits for READY=1: it returns 0 only once echod
+// serves, and fails when the port is taken, since READY=1 never comes.
+func TestStartStopDaemonNotify(t *testing.T) {
+	if _, err := exec.LookPath("start-stop-daemon"); err != nil {
+		t.Skip("no start-stop-daemon (dpkg)")
+	}
+	dir := t.TempDir()
+	cleanupDaemons(t, dir)
+	ssd := func(addr, timeout string) (string, int) {
+		cmd := exec.Command("start-stop-daemon", "--start", "--background", "--notify-await", "--notify-timeout", timeout,
+			"--pidfile", filepath.Join(dir, "ssd.pid"), "--make-pidfile", "--exec", echodBin, "--",
+			"-foreground", "-addr", addr, "-log", filepath.Join(dir, "echod.log"))
+		_, errOut, code := runCmd(t, cmd)
+		return errOut, code
+	}
+	addr := freePort(t)
+	if errOut, code := ssd(addr, "10"); code != 0 {
+		t.Fatalf("start-stop-daemon: exit %d, %s", code, errOut)
+	}
+	mustEcho(t, dial(t, addr), []byte("served when start-stop-daemon returned"))
+	os.Remove(filepath.Join(dir, "ssd.pid"))
+	if errOut, code := ssd(addr, "2"); code == 0 { // it notices only the timeout, not echod's exit
+		t.Errorf("start-stop-daemon on a taken port: exit 0, %s", errOut)
+	}
+}
+
+// activate runs echod (args) under systemd-socket-activate, listening on
+// listen, which starts echod at the first connection and passes it the
+// socket as fd 3.
+func activate(t *testing.T, dir string, listen []string, args ...string) *exec.Cmd {
+	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+		t.Skip("no systemd-socket-activate (systemd)")
+	}
+	cleanupDaemons(t, dir)
+	var argv []string
+	for _, l := range listen {
+		argv = append(argv, "-l", l)
+	}
+	cmd := exec.Command("systemd-socket-activate", append(append(argv, echodBin), args...)...)
+	cmd.Dir = dir
+	return cmd
+}
+
+// TestSocketActivation has systemd-socket-activate bind a port and start
+// echod at the first connection: echod serves that connection on the port it
+// was given, and never binds its -addr.
+func TestSocketActivation(t *testing.T) {
+	dir := t.TempDir()
+	port, other := freePort(t), freePort(t)
+	cmd := activate(t, dir, []string{port}, "-foreground", "-addr", other)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var c net.Conn
+	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
+		var err error
+		c, err = net.Dial("tcp", port)
+		return err == nil
+	})
+	mustEcho(t, c.(*net.TCPConn), []byte("the first connection, in the backlog while echod started"))
+	if nc, err := net.Dial("tcp", other); err == nil {
+		nc.Close()
+		t.Errorf("echod bound -addr %s too", other)
+	}
+	cmd.Process.Signal(syscall.SIGTERM) // echod: systemd-socket-activate became it
+	cmd.Wait()
+	if want := "msg=start addr=" + port; !strings.Contains(errOut.String(), want) {
+		t.Errorf("no %q in the log:\n%s", want, errOut.String())
+	}
+}
+
+// TestSocketActivationDaemon activates echod in daemon mode: the first
+// process takes the socket and hands it to the daemon, which keeps it
+// across a reload.
+func TestSocketActivationDaemon(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	cmd := activate(t, dir, []string{port})
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	var c net.Conn
+	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
+		var err error
+		c, err = net.Dial("tcp", port)
+		return err == nil
+	})
+	if err := <-done; err != nil {
+		t.Fatalf("the activated parent: %v", err)
+	}
+	mustEcho(t, c.(*net.TCPConn), []byte("served by the daemon"))
+	pid := readPID(t, filepath.Join(dir, "echod.pid"))
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	assertOnly(t, dir, next, port)
+}
+
+// TestSocketActivationRefused gives echod two sockets, then a UDP one: it
+// takes exactly one listening TCP socket, and says so.
+func TestSocketActivationRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen []string
+		want   string
+	}{
+		{"two sockets", []string{freePort(t), freePort(t)}, "echod: LISTEN_FDS=2: echod takes exactly one socket\n"},
+		{"udp", []string{"--datagram", freePort(t)}, "echod: fd 3 from the service manager is not a listening TCP socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			listen := tc.listen
+			if listen[0] == "--datagram" {
+				listen = listen[1:]
+			}
+			cmd := activate(t, t.TempDir(), listen, "-foreground")
+			if tc.listen[0] == "--datagram" {
+				cmd.Args = append([]string{cmd.Args[0], "--datagram"}, cmd.Args[1:]...)
+			}
+			var errOut strings.Builder
+			cmd.Stderr = &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			network := map[bool]string{true: "udp", false: "tcp"}[tc.listen[0] == "--datagram"]
+			for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				select {
+				case err := <-done:
+					if exitCode(err) != 1 || !strings.Contains(errOut.String(), tc.want) {
+						t.Errorf("exit %v, stderr %q; want 1 and %q", err, errOut.String(), tc.want)
+					}
+					return
+				default:
+				}
+				if time.Now().After(end) {
+					cmd.Process.Kill()
+					t.Fatal("echod did not refuse")
+				}
+				if c, err := net.Dial(network, listen[0]); err == nil { // wakes systemd-socket-activate, once it listens
+					c.Write([]byte("wake up"))
+					c.Close()
+				}
+			}
+		})
+	}
+}
+
+// TestListenPIDForAnother passes a socket with LISTEN_PID naming another
+// process, as a parent's leftover environment would: echod ignores it and
+// binds -addr.
+func TestListenPIDForAnother(t *testing.T) {
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	f, _ := other.(*net.TCPListener).File()
+	defer f.Close()
+	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()), "LISTEN_FDS=1")
+	cmd.ExtraFiles = []*os.File{f}
+	s := start(t, cmd)
+	if s.addr == other.Addr().String() {
+		t.Fatalf("echod took the socket meant for pid %d", os.Getpid())
+	}
+	mustEcho(t, dial(t, s.addr), []byte("bound its own"))
+}
+
+var withSystemd = flag.Bool("systemd", false, "run TestSystemd, which boots systemd in a container (make test-systemd)")
+
+// container is a systemd booted by systemd-nspawn, with a network of its
+// own: its lo only.
+type container struct {
+	leader int // the container's PID 1, seen from here
+}
+
+// sh runs a shell command inside the container, in all its namespaces.
+func (c *container) sh(t *testing.T, script string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(c.leader), "-a", "sh", "-c", script)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// must runs script in the container and fails the test if it fails.
+func (c *container) must(t *testing.T, script string) string {
+	t.Helper()
+	out, err := c.sh(t, script)
+	if err != nil {
+		t.Fatalf("in the container, %s: %v\n%s", script, err, out)
+	}
+	return out
+}
+
+// netCmd is a command from this machine run in the container's network only.
+func (c *container) netCmd(args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-n"}, args...)...)
+}
+
+// show returns a unit's property, as systemctl show reports it.
+func (c *container) show(t *testing.T, unit, prop string) string {
+	t.Helper()
+	return c.must(t, "systemctl show -P "+prop+" "+unit)
+}
+
+// systemdRoot returns a Debian root file system with systemd, made once
+// with debootstrap (about a minute) and kept for later runs.
+func systemdRoot(t *testing.T) string {
+	root := "/var/cache/echod-test/bookworm"
+	if _, err := os.Stat(filepath.Join(root, "usr/lib/systemd/systemd")); err == nil {
+		return root
+	}
+	mirror := "http://deb.debian.org/debian"
+	sources, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	for _, f := range sources { // deb822: "URIs: http://…"
+		b, _ := os.ReadFile(f)
+		for line := range strings.Lines(string(b)) {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "URIs:" && strings.HasSuffix(f[1], "/debian") {
+				mirror = f[1]
+			}
+		}
+	}
+	tmp := root + ".tmp"
+	os.RemoveAll(tmp)
+	os.MkdirAll(filepath.Dir(root), 0o755)
+	t.Logf("debootstrap bookworm from %s into %s", mirror, root)
+	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps", "bookworm", tmp, mirror).CombinedOutput()
+	if err != nil {
+		t.Fatalf("debootstrap: %v\n%s", err, out[max(0, len(out)-2000):])
+	}
+	if err := os.Rename(tmp, root); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// bootSystemd boots systemd as PID 1 in a container with nspawn. A launcher
+// first moves itself into cgroups of its own, so that nspawn's land there
+// and can be removed afterwards. The container's root is the cached file
+// system under a tmpfs overlay, so nothing it writes is kept.
+func bootSystemd(t *testing.T) *container {
+	unavailable := func(format string, args ...any) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf(format, args...)
+		}
+		t.Skipf(format, args...)
+	}
+	if os.Getuid() != 0 {
+		unavailable("TestSystemd needs root")
+	}
+	for _, tool := range []string{"systemd-nspawn", "debootstrap", "nsenter"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable("no %s: apt-get install systemd-container debootstrap", tool)
+		}
+	}
+	root := systemdRoot(t)
+	name := fmt.Sprintf("echod-test-%d", os.Getpid())
+	var cgroups []string
+	for _, h := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(h, "cgroup.procs")); err == nil {
+			cgroups = append(cgroups, filepath.Join(h, name))
+			if h == "/sys/fs/cgroup" {
+				break // a cgroup2 root
+			}
+		}
+	}
+	launcher := `for g in "$@"; do mkdir "$g" && echo $$ > "$g/cgroup.procs" || exit 1; done
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec systemd-nspawn -D ` + root + ` --volatile=overlay -b --register=no --keep-unit --private-network --console=passive -M echod`
+	nspawn := exec.Command("bash", append([]string{"-c", launcher, "launcher"}, cgroups...)...)
+	var console strings.Builder
+	nspawn.Stdout, nspawn.Stderr = &console, &console
+	if err := nspawn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- nspawn.Wait() }()
+	c := &container{}
+	t.Cleanup(func() {
+		if c.leader != 0 {
+			c.sh(t, "systemctl poweroff --no-block")
+		}
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("the container did not power off; killing it")
+			syscall.Kill(c.leader, syscall.SIGKILL)
+			nspawn.Process.Kill()
+			<-exited
+		}
+		for _, g := range cgroups { // the deepest first
+			var dirs []string
+			filepath.WalkDir(g, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					dirs = append(dirs, p)
+				}
+				return nil
+			})
+			for i := len(dirs) - 1; i >= 0; i-- {
+				if err := os.Remove(dirs[i]); err != nil {
+					t.Errorf("cgroup left: %v", err)
+				}
+			}
+		}
+		if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), root) {
+			t.Errorf("mounts of %s left", root)
+		}
+	})
+	poll(t, 10*time.Second, "no systemd in the container:\n"+console.String(), func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", nspawn.Process.Pid, nspawn.Process.Pid))
+		c.leader, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.leader))
+		return string(comm) == "systemd\n"
+	})
+	for end := time.Now().Add(30 * time.Second); ; {
+		state, _ := c.sh(t, "systemctl is-system-running --wait")
+		if state == "running" || state == "degraded" {
+			t.Logf("systemd is %s in the container (pid %d here)", state, c.leader)
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("systemd is %q after 30s", state)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return c
+}
+
+// readmeUnits returns the unit files that README.md shows: each is a code
+// block whose first line names its path, "# /etc/systemd/system/NAME".
+func readmeUnits(t *testing.T) map[string]string {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	units := map[string]string{}
+	for _, block := range codeBlocks(string(b)) {
+		if first, _, _ := strings.Cut(block, "\n"); strings.HasPrefix(first, "# /etc/systemd/system/") {
+			units[strings.Fields(first)[1]] = block
+		}
+	}
+	return units
+}
+
+// codeBlocks returns the fenced code blocks of a Markdown text.
+func codeBlocks(md string) []string {
+	var blocks []string
+	parts := strings.Split(md, "\n```")
+	for i := 1; i < len(parts); i += 2 {
+		_, body, _ := strings.Cut(parts[i], "\n") // after the language
+		blocks = append(blocks, body+"\n")
+	}
+	return blocks
+}
+
+// TestSystemd runs echod under a real systemd, with each unit exactly as
+// README.md shows it: start, reload under clients, stop, socket activation,
+// and a start that fails.
+func TestSystemd(t *testing.T) {
+	if !*withSystemd {
+		t.Skip("boots a container: make test-systemd")
+	}
+	units := readmeUnits(t)
+	c := bootSystemd(t)
+	for path, bin := range map[string]string{"/usr/local/bin/echod": plainBin, "/usr/local/bin/client": clientBin} {
+		f, err := os.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("nsenter", "-t", strconv.Itoa(c.leader), "-a", "sh", "-c", "cat > "+path+" && chmod 755 "+path)
+		cmd.Stdin = f
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("installing %s: %v %s", path, err, out)
+		}
+		f.Close()
+	}
+	install := func(t *testing.T, names ...string) {
+		t.Helper()
+		for _, name := range names {
+			path := "/etc/systemd/system/" + name
+			unit, ok := units[path]
+			if !ok {
+				t.Fatalf("README.md shows no %s", path)
+			}
+			c.must(t, fmt.Sprintf("cat > %s <<'EOF'\n%sEOF", path, unit))
+			t.Cleanup(func() {
+				c.sh(t, "systemctl stop "+name+"; rm "+path+"; systemctl daemon-reload; systemctl reset-failed")
+			})
+		}
+		c.must(t, "systemctl daemon-reload")
+	}
+	echo := func(t *testing.T, line string) {
+		t.Helper()
+		cmd := c.netCmd(clientBin, "-retries", "0", "-timeout", "5s", "127.0.0.1", "8080")
+		cmd.Stdin = strings.NewReader(line + "\n")
+		if out, err := cmd.CombinedOutput(); err != nil || string(out) != line+"\n" {
+			t.Fatalf("client: %v, %q", err, out)
+		}
+	}
+	// reloadUnderClients reloads unit while a loop of clients runs in the
+	// container's network, each on a new connection, none allowed to fail,
+	// and returns the new MainPID.
+	reloadUnderClients := func(t *testing.T, unit string) int {
+		t.Helper()
+		old := c.show(t, unit, "MainPID")
+		stop := filepath.Join(t.TempDir(), "stop")
+		loop := c.netCmd("bash", "-c", `n=0; until [ -e "$1" ] || [ $n -ge 20000 ]; do n=$((n+1)); echo $n | "$0" -retries 0 -timeout 5s 127.0.0.1 8080 >/dev/null || exit 1; done; echo $n`, clientBin, stop)
+		var loopOut strings.Builder
+		loop.Stdout, loop.Stderr = &loopOut, &loopOut
+		if err := loop.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // clients before the reload
+		c.must(t, "systemctl reload "+unit)
+		var pid string
+		poll(t, 15*time.Second, "MainPID did not change", func() bool { pid = c.show(t, unit, "MainPID"); return pid != old && pid != "0" })
+		time.Sleep(200 * time.Millisecond) // and after it
+		os.WriteFile(stop, nil, 0o644)
+		if err := loop.Wait(); err != nil {
+			t.Fatalf("a client failed during the reload: %v\n%s", err, loopOut.String())
+		}
+		t.Logf("reload: MainPID %s -> %s; %s clients, none failed", old, pid, strings.TrimSpace(loopOut.String()))
+		if state := c.show(t, unit, "ActiveState"); state != "active" {
+			t.Errorf("%s is %s after the reload", unit, state)
+		}
+		n, _ := strconv.Atoi(pid)
+		return n
+	}
+
+	t.Run("forking", func(t *testing.T) {
+		install(t, "echod-daemon.service")
+		c.must(t, "systemctl start echod-daemon")
+		echo(t, "served when systemctl start returned")
+		pidfile := "/run/echod/echod.pid"
+		if main, inFile := c.show(t, "echod-daemon", "MainPID"), c.must(t, "cat "+pidfile); main != inFile {
+			t.Errorf("MainPID %s, PID file %s", main, inFile)
+		}
+		for range 2 {
+			next := reloadUnderClients(t, "echod-daemon")
+			if inFile := c.must(t, "cat "+pidfile); inFile != strconv.Itoa(next) {
+				t.Errorf("MainPID %d, PID file %s", next, inFile)
+			}
+		}
+		c.must(t, "systemctl stop echod-daemon")
+		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.HasSuffix(log, "msg=stop") {
+			t.Errorf("stop was not graceful; the log ends %q", log)
+		}
+		if state := c.show(t, "echod-daemon", "ActiveState"); state != "inactive" {
+			t.Errorf("after stop: %s", state)
+		}
+		if out, err := c.sh(t, "test -e "+pidfile+" || ls /run/echod"); err == nil {
+			t.Errorf("PID file left after stop: %s", out)
+		}
+	})
+	t.Run("notify", func(t *testing.T) {
+		install(t, "echod.service")
+		c.must(t, "systemctl start echod")
+		echo(t, "active means serving")
+		c.must(t, "systemctl stop echod")
+		if result := c.show(t, "echod", "Result"); result != "success" {
+			t.Errorf("stop: Result=%s", result)
+		}
+	})
+	t.Run("notify daemon", func(t *testing.T) {
+		install(t, "echod-daemon-notify.service")
+		c.must(t, "systemctl start echod-daemon-notify")
+		echo(t, "the daemon told systemd")
+		reloadUnderClients(t, "echod-daemon-notify")
+		c.must(t, "systemctl stop echod-daemon-notify")
+		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.HasSuffix(log, "msg=stop") {
+			t.Errorf("stop was not graceful; the log ends %q", log)
+		}
+		if result := c.show(t, "echod-daemon-notify", "Result"); result != "success" {
+			journal, _ := c.sh(t, "journalctl --no-pager -n 30 -u echod-daemon-notify; tail /var/log/echod/echod.log")
+			t.Errorf("stop: Result=%s\n%s", result, journal)
+		}
+	})
+	t.Run("socket", func(t *testing.T) {
+		install(t, "echod-activated.socket", "echod-activated.service")
+		c.must(t, "systemctl start echod-activated.socket")
+		if state := c.show(t, "echod-activated.service", "ActiveState"); state != "inactive" {
+			t.Fatalf("the service is %s before any client", state)
+		}
+		echo(t, "the first client starts echod")
+		if state := c.show(t, "echod-activated.service", "ActiveState"); state != "active" {
+			t.Errorf("the service is %s after a client", state)
+		}
+		c.must(t, "systemctl stop echod-activated.service echod-activated.socket")
+	})
+	t.Run("start fails", func(t *testing.T) {
+		install(t, "echod.service", "echod-daemon.service")
+		c.must(t, "systemctl start echod-daemon") // takes 127.0.0.1:8080
+		if out, err := c.sh(t, "systemctl start echod"); err == nil {
+			t.Fatalf("the second start on the same port worked: %s", out)
+		}
+		status, _ := c.sh(t, "systemctl status --no-pager echod")
+		if !strings.Contains(status, "echod: listen tcp 127.0.0.1:8080: bind: address already in use") {
+			t.Errorf("systemctl status does not show why:\n%s", status)
+		}
+	})
+}
