@@ -296,6 +296,7 @@ func TestDaemonWithoutProc(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs none /proc && exec "$0" -addr 127.0.0.1:0`, plainBin) // the race detector wants /proc too
 	cmd.Dir = dir
+	cleanupDaemons(t, dir)
 	_, errOut, code := runCmd(t, cmd)
 	if strings.HasPrefix(errOut, "unshare:") || strings.HasPrefix(errOut, "mount:") {
 		t.Skipf("no mount namespace here: %s", errOut)

@@ -462,3 +462,23 @@ func exitCode(err error) int {
 	}
 	return 0
 }
+
+// TestEchoWithTools talks to echod with the tools a user would: socat and
+// nc send every byte of their input, half-close, and print the echo.
+func TestEchoWithTools(t *testing.T) {
+	s := startServer(t)
+	host, port, _ := net.SplitHostPort(s.addr)
+	data := random(1 << 20)
+	for _, argv := range [][]string{{"socat", "-t", "10", "-", "TCP:" + s.addr}, {"nc", "-N", host, port}} {
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			t.Logf("no %s: skipped", argv[0])
+			continue
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Stdin = bytes.NewReader(data)
+		out, errOut, code := runCmd(t, cmd)
+		if code != 0 || out != string(data) {
+			t.Errorf("%s: exit %d, stderr %q, %d of %d bytes back, equal: %v", argv[0], code, errOut, len(out), len(data), out == string(data))
+		}
+	}
+}
