@@ -167,7 +167,7 @@ func fakeServer(t *testing.T, serve func(c net.Conn)) string {
 // TestClientTimeout talks to a server that accepts and never answers: each
 // attempt ends after -timeout, and the client gives up, naming the server.
 func TestClientTimeout(t *testing.T) {
-	addr := fakeServer(t, func(c net.Conn) { io.Copy(io.Discard, c); c.Close() })
+	addr := fakeServer(t, func(c net.Conn) { io.Copy(io.Discard, c); <-t.Context().Done(); c.Close() })
 	args := append([]string{"-timeout", "200ms", "-retries", "2", "-wait", "10ms"}, hostPort(t, addr)...)
 	_, errOut, code := runClient(t, "hello\n", args...)
 	if code != 1 || !strings.Contains(errOut, "client: giving up on "+addr+" after 2 retries") || !strings.Contains(errOut, "i/o timeout") {

@@ -18,12 +18,12 @@ import (
 	"unsafe"
 )
 
-const listenerFD, readyFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
-
-// daemonEnv names, in a daemon that echod starts, the inode of the pipe that
-// it passes as readyFD: the handshake that makes a process the daemon, which
-// a variable left in the environment cannot fake.
-const daemonEnv = "_ECHOD_DAEMON"
+const (
+	listenerFD, readyFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
+	// daemonEnv holds the inode of the pipe at readyFD: the handshake that
+	// makes a process the daemon, which a stray variable cannot fake.
+	daemonEnv = "_ECHOD_DAEMON"
+)
 
 func isDaemon() bool {
 	var st syscall.Stat_t
@@ -32,12 +32,11 @@ func isDaemon() bool {
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
 // only the calling thread, and the Go runtime always has several. So echod
-// re-executes a binary, exe, with args, passing it the listener, the locked
-// PID file and a pipe on which the new daemon says that it serves. It
-// returns the new daemon's pid once it does; a daemon that fails, or is
-// silent for 10s or until ctx is done, is killed. The first start and every
-// reload come here.
-func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener, pidf *os.File, logPath, notify string) (int, error) {
+// re-executes exe with args, passing it the listener, the locked PID file and
+// a pipe on which the new daemon says that it serves, and returns its pid
+// then. A daemon that fails, or is silent for 10s or until ctx is done, is
+// killed. The first start and every reload come here.
+func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf *os.File, logPath, notify string) (int, error) {
 	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
 	// say), or the daemon would hold it open for good; ExtraFiles still pass.
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -59,25 +58,29 @@ func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener
 		return 0, err
 	}
 	defer r.Close()
-	made := absent(logPath)
+	defer w.Close()
+	_, statErr := os.Stat(logPath)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644) // by path: after logrotate renamed it, a new file
 	if err != nil {
-		w.Close()
 		return 0, err
 	}
 	defer logf.Close()
+	fail := func(err error) (int, error) {
+		if os.IsNotExist(statErr) {
+			os.Remove(logPath) // the error is on the terminal, or in the reloading daemon's log
+		}
+		return 0, err
+	}
+	var pipe syscall.Stat_t
+	syscall.Fstat(int(w.Fd()), &pipe)
 	cmd := exec.Command(exe)
-	cmd.Args = args // args[0] is what ps shows, and where a reload looks for the binary
-	var st syscall.Stat_t
-	syscall.Fstat(int(w.Fd()), &st)
-	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(st.Ino, 10))
+	cmd.Args, cmd.Dir = args, dir // a daemon starts where the first echod did: its relative paths stay right
+	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(pipe.Ino, 10))
 	if notify != "" {
 		cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+notify) // the daemon tells systemd that it serves
 	}
 	cmd.ExtraFiles = []*os.File{lnf, w, pidf}
-
-	// ①忽略信号 is the daemon's own job (see daemon): a Go program starts with
-	// its own signal handlers, whatever it inherits.
+	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
 
 	// ②自成会话: setsid() in the child before exec; a new process is no
 	// group leader, so it succeeds. The daemon is then a session leader, which
@@ -85,18 +88,14 @@ func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener
 	// terminal, so it needs no second fork (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ③更改工作目录 is the daemon's own job too (see daemon), so that an error
-	// names the directory.
-
 	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null. Stderr goes to
 	// the log rather than /dev/null, so a panic's trace is kept.
 	cmd.Stderr = logf
 
-	err = cmd.Start()
-	w.Close() // ours; the read below ends at EOF once the daemon is gone
-	if err != nil {
-		return 0, err
+	if err := cmd.Start(); err != nil {
+		return fail(err)
 	}
+	w.Close() // ours; the read below ends at EOF once the daemon is gone
 	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
 	context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
@@ -106,18 +105,12 @@ func startDaemon(ctx context.Context, exe string, args []string, ln net.Listener
 	}
 	cmd.Process.Kill() // nothing may be left running after a failed start
 	cmd.Wait()
-	switch {
-	case len(msg) > 0:
-		err = errors.New(strings.TrimSpace(string(msg))) // the daemon's own words
-	case ctx.Err() != nil:
-		err = fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx))
-	default:
-		return 0, fmt.Errorf("pid %d ended in start-up, %v; see %s", cmd.Process.Pid, cmd.ProcessState, logPath)
+	if len(msg) > 0 {
+		return fail(errors.New(strings.TrimSpace(string(msg)))) // the daemon's own words
+	} else if ctx.Err() != nil {
+		return fail(fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx)))
 	}
-	if made {
-		os.Remove(logPath) // the error is on the terminal, or in the reloading daemon's log
-	}
-	return 0, err
+	return 0, fmt.Errorf("pid %d ended in start-up, %v; see %s", cmd.Process.Pid, cmd.ProcessState, logPath)
 }
 
 // listenerFile dups ln's socket for a new daemon. Not ln.File(): exec calls
@@ -145,6 +138,8 @@ func listenerFile(ln net.Listener) (*os.File, error) {
 // handed over.
 func daemon(pidPath, dir, logPath, notify string) error {
 	os.Unsetenv(daemonEnv)                                                // for us alone
+	start, _ := os.Getwd()                                                // where the first echod was started (see startDaemon)
+	logPath, _ = filepath.Abs(logPath)                                    // for a reload, which runs in -dir
 	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
 
 	// ①忽略信号: SIGPIPE (see main) kills us when fd 1 or 2 is a closed pipe
@@ -161,6 +156,7 @@ func daemon(pidPath, dir, logPath, notify string) error {
 	ready := os.NewFile(readyFD, "ready")
 	var pidf *os.File
 	if pidPath != "" {
+		pidPath, _ = filepath.Abs(pidPath)
 		pidf = os.NewFile(pidFD, pidPath)
 	}
 	// ③更改工作目录
@@ -170,7 +166,9 @@ func daemon(pidPath, dir, logPath, notify string) error {
 		ln, err = listenerAt(listenerFD, "the echod that started us")
 	}
 	if err == nil {
-		err = run(ln, pidf, ready, hup, notify)
+		err = run(ln, pidf, ready, notify, hup, func(ctx context.Context) int {
+			return reload(ctx, ln, pidf, start, logPath, notify)
+		})
 	}
 	if err != nil {
 		fmt.Fprintln(ready, err) // for our parent to print, if it still waits
@@ -181,14 +179,14 @@ func daemon(pidPath, dir, logPath, notify string) error {
 // reload is 热重启: it starts a new daemon, as the first start did, from
 // the binary now at the path we were started from, and returns its pid once
 // it serves. If that fails, we serve on, and it returns 0.
-func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath, notify string) int {
+func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath, notify string) int {
 	sdNotify(notify, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	exe := os.Args[0] // absolute (see daemonArgs)
+	exe := os.Args[0] // absolute (see launch)
 	if _, err := os.Stat(exe); err != nil {
 		slog.Warn("reload: running this binary again", "err", err) // e.g., go run removed it
 		exe = "/proc/self/exe"
 	}
-	pid, err := startDaemon(ctx, exe, os.Args, ln, pidf, logPath, notify)
+	pid, err := startDaemon(ctx, exe, os.Args, start, ln, pidf, logPath, notify)
 	if err != nil {
 		slog.Error("reload failed; serving on", "err", err)
 		sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))

@@ -23,9 +23,9 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 	return runCmd(t, cmd)
 }
 
-// cleanupDaemons kills, when the test ends, every process whose command line
-// names dir: a daemon that the test started, and any that a reload started.
-// A daemon's -log and -pidfile are absolute, so they name its directory.
+// cleanupDaemons kills, when the test ends, every process that names dir
+// (see running): a daemon that the test started, and any that a reload
+// started.
 func cleanupDaemons(t *testing.T, dir string) {
 	t.Cleanup(func() {
 		for _, pid := range running(dir) {
@@ -73,13 +73,19 @@ func waitGone(t testing.TB, pid int) {
 	poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool { return !alive(pid) })
 }
 
-// running lists the live processes whose command line contains marker.
+// running lists the live processes, other than the test, whose command line
+// or open files name marker: a daemon holds its log and PID file open.
 func running(marker string) []int {
 	var found []int
 	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range paths {
-		b, _ := os.ReadFile(p)
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		b, _ := os.ReadFile(p)
+		fds, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "fd", "*"))
+		for _, fd := range fds {
+			link, _ := os.Readlink(fd)
+			b = append(append(b, 0), link...)
+		}
 		if bytes.Contains(b, []byte(marker)) && pid != os.Getpid() && alive(pid) {
 			found = append(found, pid)
 		}

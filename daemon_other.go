@@ -13,12 +13,8 @@ import (
 // run echod -foreground under the system's supervisor (launchd, rc.d).
 var errNoDaemon = errors.New("daemon mode needs Linux; use -foreground")
 
-func startDaemon(context.Context, string, []string, net.Listener, *os.File, string, string) (int, error) {
+func isDaemon() bool                                    { return false }
+func daemon(pidPath, dir, logPath, notify string) error { return errNoDaemon }
+func startDaemon(context.Context, string, []string, string, net.Listener, *os.File, string, string) (int, error) {
 	return 0, errNoDaemon
 }
-
-func daemon(string, string, string, string) error { return errNoDaemon }
-
-func reload(context.Context, net.Listener, *os.File, string, string) int { return 0 }
-
-func isDaemon() bool { return false }

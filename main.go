@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -40,7 +39,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	signal.Ignore(syscall.SIGPIPE) // see ①; in every process, so that `echod | true` is not killed by its stdout
+	signal.Ignore(syscall.SIGPIPE) // see ①; in every process, so that `echod | true` exits 0
 	notify := os.Getenv("NOTIFY_SOCKET")
 	os.Unsetenv("NOTIFY_SOCKET") // for echod alone: a new daemon is given it, nothing else
 	setLogger(os.Stderr)         // in the daemon, the log file (see ④)
@@ -83,12 +82,12 @@ func checkFlags() error {
 func launch(notify string) (err error) {
 	var pidf *os.File
 	if *pidPath != "" && (!*foreground || isSet("pidfile")) {
-		made := absent(*pidPath)
+		_, statErr := os.Stat(*pidPath)
 		if pidf, err = lockPID(*pidPath); err != nil { // first, so a second start names the running daemon
 			return err
 		}
 		defer func() {
-			if err != nil && made {
+			if err != nil && os.IsNotExist(statErr) {
 				os.Remove(*pidPath)
 			}
 		}()
@@ -105,39 +104,21 @@ func launch(notify string) (err error) {
 			}
 			setLogger(logf)
 		}
-		return run(ln, pidf, nil, nil, notify)
+		return run(ln, pidf, nil, notify, nil, nil)
 	}
 	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	args := daemonArgs()
-	pid, err := startDaemon(ctx, args[0], args, ln, pidf, *logPath, notify)
+	exe, err := exec.LookPath(os.Args[0]) // where we were started from: a reload runs what is there by then
+	if err != nil {
+		exe, _ = os.Executable() // e.g., a made-up argv[0]
+	}
+	exe, _ = filepath.Abs(exe)
+	pid, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath, notify)
 	if err == nil {
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
 	}
 	return err
-}
-
-// daemonArgs is the daemon's argv. argv[0] is the path we were started from,
-// made absolute, so that a reload runs whatever binary is there by then. The
-// flags follow, with absolute paths, since the daemon works in -dir.
-func daemonArgs() []string {
-	exe, err := exec.LookPath(os.Args[0])
-	if err == nil {
-		exe, err = filepath.Abs(exe)
-	}
-	if err != nil {
-		exe = "/proc/self/exe" // e.g., a made-up argv[0]: the running binary
-	}
-	for _, name := range []string{"dir", "log", "pidfile"} {
-		if path := flag.Lookup(name).Value.String(); path != "" {
-			path, _ = filepath.Abs(path)
-			flag.Set(name, path)
-		}
-	}
-	args := []string{exe}
-	flag.Visit(func(f *flag.Flag) { args = append(args, "-"+f.Name+"="+f.Value.String()) })
-	return args
 }
 
 func isSet(name string) (set bool) {
@@ -145,9 +126,12 @@ func isSet(name string) (set bool) {
 	return set
 }
 
-func absent(path string) bool {
-	_, err := os.Stat(path)
-	return errors.Is(err, fs.ErrNotExist)
+func setLogger(w io.Writer) {
+	opts := &slog.HandlerOptions{}
+	if *verbose {
+		opts.Level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
 }
 
 // listen returns the socket that the service manager passed (socket
@@ -159,8 +143,7 @@ func listen(address string) (net.Listener, error) {
 	}
 	if pid != strconv.Itoa(os.Getpid()) {
 		return net.Listen("tcp", address) // e.g., no LISTEN_PID, or one meant for our parent
-	}
-	if fds != "1" {
+	} else if fds != "1" {
 		return nil, fmt.Errorf("LISTEN_FDS=%s: echod takes exactly one socket", fds)
 	}
 	return listenerAt(3, "the service manager")
@@ -173,68 +156,54 @@ func listenerAt(fd int, from string) (net.Listener, error) {
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close() // the listener has a copy; the service manager keeps its own
 	ln, err := net.FileListener(f)
-	if _, tcp := ln.(*net.TCPListener); err == nil && (!tcp || listening == 0) {
+	if _, tcp := ln.(*net.TCPListener); err == nil && tcp && listening == 1 {
+		return ln, nil
+	} else if err == nil {
 		ln.Close()
-		err = errors.New("not TCP")
 	}
-	if err != nil {
-		return nil, fmt.Errorf("fd %d from %s is not a listening TCP socket (%v)", fd, from, err)
-	}
-	return ln, nil
+	return nil, fmt.Errorf("fd %d from %s is not a listening TCP socket", fd, from)
 }
 
-func setLogger(w io.Writer) {
-	opts := &slog.HandlerOptions{}
-	if *verbose {
-		opts.Level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
-}
-
-// readyState tells the service manager that we serve, and who we are: in
-// daemon mode, and after a reload, we are not the process it started.
-const readyState = "READY=1\nMAINPID=%d"
-
-// readyMsg is what a new daemon writes on its readiness pipe; anything else,
-// or EOF, is failure.
-const readyMsg = "ready\n"
+const (
+	readyState = "READY=1\nMAINPID=%d" // MAINPID: a daemon is not the process that systemd started
+	readyMsg   = "ready\n"             // on a new daemon's readiness pipe; anything else, or EOF, is failure
+)
 
 // run serves ln until SIGTERM or SIGINT or, in the daemon, until a reload
-// (on hup) has handed over to a new daemon. ready, in the daemon, is the
-// pipe on which it tells its parent that it serves.
-func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, notify string) error {
+// on hup has handed over to a new daemon, whose pid reload returns. ready,
+// in the daemon, is the pipe on which it tells its parent that it serves.
+func run(ln net.Listener, pidf, ready *os.File, notify string, hup <-chan os.Signal, reload func(context.Context) int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	context.AfterFunc(ctx, func() {
-		stop() // the first signal stops gracefully; a second one, at once
-		sdNotify(notify, "STOPPING=1")
-	})
 	if err := writePID(pidf); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if ready != nil {
-		_, err := io.WriteString(ready, readyMsg)
-		ready.Close()
-		if err != nil { // e.g., our parent was killed: nobody would know that we run
+		if _, err := io.WriteString(ready, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
+		ready.Close()
 	}
 	serving, handover := context.WithCancel(ctx)
-	served := make(chan struct{})
-	go func() { serve(serving, ln, *workers, *queue, *idle, *grace); close(served) }()
+	var wg sync.WaitGroup
+	wg.Go(func() { serve(serving, ln, *workers, *queue, *idle, *grace) })
 	next := 0 // the pid of the daemon that took over
 	for next == 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-hup: // never in the foreground, where hup is nil
-			next = reload(ctx, ln, pidf, *logPath, notify)
+			next = reload(ctx)
 		}
 	}
+	if next == 0 { // a signal
+		stop() // the first signal stops gracefully; a second one, at once
+		sdNotify(notify, "STOPPING=1")
+	}
 	handover()
-	<-served
+	wg.Wait()
 	if next != 0 {
 		slog.Info("stop", "handed_over_to", next) // the PID file is the new daemon's now
 		return nil
@@ -385,8 +354,8 @@ func isAt(f *os.File) bool {
 }
 
 // writePID writes our pid into the locked PID file in place: the lock
-// belongs to this inode, and a reader (systemd, during a reload) never
-// finds the file empty.
+// belongs to this inode, and a reader (systemd, at a reload) never finds it
+// empty.
 func writePID(f *os.File) error {
 	if f == nil {
 		return nil
