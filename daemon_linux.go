@@ -32,11 +32,11 @@ func isDaemon() bool {
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
 // only the calling thread, and the Go runtime always has several. So echod
-// re-executes exe with args, passing it the listener, the locked PID file and
-// a pipe on which the new daemon says that it serves, and returns its pid
-// then. A daemon that fails, or is silent for 10s or until ctx is done, is
-// killed. The first start and every reload come here.
-func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf *os.File, logPath, notify string) (int, error) {
+// re-executes exe, in dir, passing the listener, the locked PID file and a
+// pipe on which the new daemon says that it serves. It returns the daemon's
+// pid then, or kills it if it fails, or is silent for 10s or until ctx is
+// done. The first start and every reload come here.
+func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf *os.File, logPath string) (int, error) {
 	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
 	// say), or the daemon would hold it open for good; ExtraFiles still pass.
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -74,11 +74,8 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	var pipe syscall.Stat_t
 	syscall.Fstat(int(w.Fd()), &pipe)
 	cmd := exec.Command(exe)
-	cmd.Args, cmd.Dir = args, dir // a daemon starts where the first echod did: its relative paths stay right
+	cmd.Args, cmd.Dir = args, dir // a daemon starts where the first echod did, for its relative paths
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(pipe.Ino, 10))
-	if notify != "" {
-		cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+notify) // the daemon tells systemd that it serves
-	}
 	cmd.ExtraFiles = []*os.File{lnf, w, pidf}
 	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
 
@@ -134,21 +131,19 @@ func listenerFile(ln net.Listener) (*os.File, error) {
 }
 
 // daemon is the re-executed echod: it takes back what startDaemon passed,
-// finishes the four steps, and serves until SIGTERM or until a reload has
-// handed over.
-func daemon(pidPath, dir, logPath, notify string) error {
+// finishes the four steps, and serves until SIGTERM or a reload's handover.
+func daemon(pidPath, dir, logPath string) error {
 	os.Unsetenv(daemonEnv)                                                // for us alone
-	start, _ := os.Getwd()                                                // where the first echod was started (see startDaemon)
-	logPath, _ = filepath.Abs(logPath)                                    // for a reload, which runs in -dir
 	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
+	start, _ := os.Getwd()                                                // where the first echod was started
+	logPath, _ = filepath.Abs(logPath)                                    // for a reload's startDaemon, which runs in -dir
 
 	// ①忽略信号: SIGPIPE (see main) kills us when fd 1 or 2 is a closed pipe
 	// (a socket just returns EPIPE), and the job-control signals stop us.
 	// SIGSTOP, which the post ignores, cannot be ignored. SIGCHLD stays: if
 	// ignored, the kernel reaps children, and a reload's Wait gets ECHILD.
-	// SIGHUP, which a terminal sends when it closes, means reload: a daemon
-	// has no terminal, so the signal is free (daemon(7)), and it is caught
-	// before our pid is published, so it never kills us.
+	// SIGHUP, which a closing terminal sends, means reload: a daemon has no
+	// terminal (daemon(7)), and it is caught before our pid is published.
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	hup := make(chan os.Signal, 1) // holds one: SIGHUPs during a reload coalesce
 	signal.Notify(hup, syscall.SIGHUP)
@@ -163,11 +158,11 @@ func daemon(pidPath, dir, logPath, notify string) error {
 	err := os.Chdir(dir)
 	var ln net.Listener
 	if err == nil {
-		ln, err = listenerAt(listenerFD, "the echod that started us")
+		ln, err = listenerAt(listenerFD)
 	}
 	if err == nil {
-		err = run(ln, pidf, ready, notify, hup, func(ctx context.Context) int {
-			return reload(ctx, ln, pidf, start, logPath, notify)
+		err = run(ln, pidf, ready, hup, func(ctx context.Context) int {
+			return reload(ctx, ln, pidf, start, logPath)
 		})
 	}
 	if err != nil {
@@ -176,27 +171,22 @@ func daemon(pidPath, dir, logPath, notify string) error {
 	return err
 }
 
-// reload is 热重启: it starts a new daemon, as the first start did, from
-// the binary now at the path we were started from, and returns its pid once
-// it serves. If that fails, we serve on, and it returns 0.
-func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath, notify string) int {
-	sdNotify(notify, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+// reload is 热重启: it starts a new daemon, as the first start did, from the
+// binary now at the path we were started from, and returns its pid once it
+// serves. If that fails, we serve on, and it returns 0.
+func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath string) int {
+	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
+	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
 	exe := os.Args[0] // absolute (see launch)
 	if _, err := os.Stat(exe); err != nil {
 		slog.Warn("reload: running this binary again", "err", err) // e.g., go run removed it
 		exe = "/proc/self/exe"
 	}
-	pid, err := startDaemon(ctx, exe, os.Args, start, ln, pidf, logPath, notify)
+	pid, err := startDaemon(ctx, exe, os.Args, start, ln, pidf, logPath)
 	if err != nil {
 		slog.Error("reload failed; serving on", "err", err)
-		sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))
+		sdNotify(fmt.Sprintf(readyState, os.Getpid()))
 	}
 	return pid
-}
-
-// monotonicUsec is CLOCK_MONOTONIC in µs, which RELOADING=1 carries.
-func monotonicUsec() int64 {
-	var ts syscall.Timespec
-	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0) // 1: CLOCK_MONOTONIC
-	return ts.Nano() / 1e3
 }

@@ -13,8 +13,8 @@ import (
 // run echod -foreground under the system's supervisor (launchd, rc.d).
 var errNoDaemon = errors.New("daemon mode needs Linux; use -foreground")
 
-func isDaemon() bool                                    { return false }
-func daemon(pidPath, dir, logPath, notify string) error { return errNoDaemon }
-func startDaemon(context.Context, string, []string, string, net.Listener, *os.File, string, string) (int, error) {
+func isDaemon() bool                            { return false }
+func daemon(pidPath, dir, logPath string) error { return errNoDaemon }
+func startDaemon(context.Context, string, []string, string, net.Listener, *os.File, string) (int, error) {
 	return 0, errNoDaemon
 }

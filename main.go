@@ -28,7 +28,7 @@ var (
 	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT or a reload, how long connections in flight may finish")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
-	logPath    = flag.String("log", "echod.log", "the daemon's log `file`")
+	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
 	pidPath    = flag.String("pidfile", "echod.pid", "the daemon's PID `file`, locked while it runs")
 	verbose    = flag.Bool("v", false, "debug logging: one line per connection")
 )
@@ -40,14 +40,16 @@ func main() {
 		os.Exit(2)
 	}
 	signal.Ignore(syscall.SIGPIPE) // see ①; in every process, so that `echod | true` exits 0
-	notify := os.Getenv("NOTIFY_SOCKET")
-	os.Unsetenv("NOTIFY_SOCKET") // for echod alone: a new daemon is given it, nothing else
-	setLogger(os.Stderr)         // in the daemon, the log file (see ④)
+	opts := &slog.HandlerOptions{}
+	if *verbose {
+		opts.Level = slog.LevelDebug
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts))) // in the daemon, the log file (see ④)
 	var err error
 	if isDaemon() && !*foreground {
-		err = daemon(*pidPath, *dir, *logPath, notify)
+		err = daemon(*pidPath, *dir, *logPath)
 	} else {
-		err = launch(notify)
+		err = launch()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
@@ -79,9 +81,11 @@ func checkFlags() error {
 // launch is every start but the daemon's own: it takes the PID file and the
 // listener, then serves in the foreground or starts the daemon. A failed
 // start removes the PID file if it created it.
-func launch(notify string) (err error) {
+func launch() (err error) {
 	var pidf *os.File
-	if *pidPath != "" && (!*foreground || isSet("pidfile")) {
+	usePID := !*foreground // in the foreground, only if -pidfile is given
+	flag.Visit(func(f *flag.Flag) { usePID = usePID || f.Name == "pidfile" })
+	if *pidPath != "" && usePID {
 		_, statErr := os.Stat(*pidPath)
 		if pidf, err = lockPID(*pidPath); err != nil { // first, so a second start names the running daemon
 			return err
@@ -97,14 +101,7 @@ func launch(notify string) (err error) {
 		return err // e.g., address already in use: still on the terminal
 	}
 	if *foreground {
-		if isSet("log") {
-			logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-			if err != nil {
-				return err
-			}
-			setLogger(logf)
-		}
-		return run(ln, pidf, nil, notify, nil, nil)
+		return run(ln, pidf, nil, nil, nil)
 	}
 	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -114,24 +111,11 @@ func launch(notify string) (err error) {
 		exe, _ = os.Executable() // e.g., a made-up argv[0]
 	}
 	exe, _ = filepath.Abs(exe)
-	pid, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath, notify)
+	pid, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath)
 	if err == nil {
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
 	}
 	return err
-}
-
-func isSet(name string) (set bool) {
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
-func setLogger(w io.Writer) {
-	opts := &slog.HandlerOptions{}
-	if *verbose {
-		opts.Level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(w, opts)))
 }
 
 // listen returns the socket that the service manager passed (socket
@@ -146,12 +130,12 @@ func listen(address string) (net.Listener, error) {
 	} else if fds != "1" {
 		return nil, fmt.Errorf("LISTEN_FDS=%s: echod takes exactly one socket", fds)
 	}
-	return listenerAt(3, "the service manager")
+	return listenerAt(3)
 }
 
 // listenerAt takes the listening TCP socket at fd, where the service manager
 // or the echod that started us put it.
-func listenerAt(fd int, from string) (net.Listener, error) {
+func listenerAt(fd int) (net.Listener, error) {
 	listening, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close() // the listener has a copy; the service manager keeps its own
@@ -161,7 +145,7 @@ func listenerAt(fd int, from string) (net.Listener, error) {
 	} else if err == nil {
 		ln.Close()
 	}
-	return nil, fmt.Errorf("fd %d from %s is not a listening TCP socket", fd, from)
+	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd)
 }
 
 const (
@@ -172,13 +156,13 @@ const (
 // run serves ln until SIGTERM or SIGINT or, in the daemon, until a reload
 // on hup has handed over to a new daemon, whose pid reload returns. ready,
 // in the daemon, is the pipe on which it tells its parent that it serves.
-func run(ln net.Listener, pidf, ready *os.File, notify string, hup <-chan os.Signal, reload func(context.Context) int) error {
+func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload func(context.Context) int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := writePID(pidf); err != nil { // only now may anyone signal us
 		return err
 	}
-	sdNotify(notify, fmt.Sprintf(readyState, os.Getpid()))
+	sdNotify(fmt.Sprintf(readyState, os.Getpid()))
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if ready != nil {
 		if _, err := io.WriteString(ready, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
@@ -200,16 +184,12 @@ func run(ln net.Listener, pidf, ready *os.File, notify string, hup <-chan os.Sig
 	}
 	if next == 0 { // a signal
 		stop() // the first signal stops gracefully; a second one, at once
-		sdNotify(notify, "STOPPING=1")
+		sdNotify("STOPPING=1")
+		defer removePID(pidf) // after a handover, the PID file is the new daemon's
 	}
 	handover()
 	wg.Wait()
-	if next != 0 {
-		slog.Info("stop", "handed_over_to", next) // the PID file is the new daemon's now
-		return nil
-	}
-	removePID(pidf)
-	slog.Info("stop")
+	slog.Info("stop", "handed_over_to", next)
 	return nil
 }
 
@@ -305,7 +285,9 @@ var notifyFailed sync.Once
 
 // sdNotify tells the service manager our state (sd_notify(3)); without
 // $NOTIFY_SOCKET it does nothing. A failure is logged once, never fatal.
-func sdNotify(addr, state string) {
+// Only the daemons that echod starts inherit the variable, as they must.
+func sdNotify(state string) {
+	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // notice is one sd_notify datagram, with the pid that sent it.
@@ -82,6 +83,13 @@ func TestNotifyForeground(t *testing.T) {
 			n.expect(t, time.Second, pid, "STOPPING=1")
 		})
 	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in µs, as RELOADING=1 carries it.
+func monotonicUsec() int64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&ts)), 0) // 1: CLOCK_MONOTONIC
+	return ts.Nano() / 1e3
 }
 
 // TestNotifyDaemon follows the messages of a daemon's life: READY=1 from
@@ -253,7 +261,7 @@ func TestSocketActivationRefused(t *testing.T) {
 		want   string
 	}{
 		{"two sockets", []string{freePort(t), freePort(t)}, "echod: LISTEN_FDS=2: echod takes exactly one socket\n"},
-		{"udp", []string{"--datagram", freePort(t)}, "echod: fd 3 from the service manager is not a listening TCP socket"},
+		{"udp", []string{"--datagram", freePort(t)}, "echod: fd 3 is not a listening TCP socket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			listen := tc.listen

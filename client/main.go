@@ -81,27 +81,21 @@ func roundTrip(addr string, line []byte) ([]byte, error) {
 		return nil, err // a new socket each time: the post reuses one after a failed connect()
 	}
 	c := nc.(*net.TCPConn)
-	c.SetDeadline(time.Now().Add(*timeout))
-	go send(c, line) // a failed send shows in the reply: cut short, or none
+	go func() { // a failed send shows in the reply: cut short, or none
+		for rest := line; len(rest) > 0; {
+			n := min(len(rest), 64<<10)
+			c.SetDeadline(time.Now().Add(*timeout)) // per piece: -timeout bounds a stall, not a long line
+			if _, err := c.Write(rest[:n]); err != nil {
+				return
+			}
+			rest = rest[n:]
+		}
+		c.CloseWrite() // the server echoes what is left, and closes
+	}()
 	reply, err := io.ReadAll(c)
 	c.Close() // which also ends a send that is stuck
 	if err == nil && len(reply) < len(line) {
 		err = fmt.Errorf("reply cut short: %d of %d bytes", len(reply), len(line))
 	}
 	return reply, err
-}
-
-// send writes line in pieces, moving the deadline for both directions before
-// each, so that -timeout bounds a stall, not a long line. Then it
-// half-closes: the server echoes what is left, and closes.
-func send(c *net.TCPConn, line []byte) {
-	for len(line) > 0 {
-		n := min(len(line), 64<<10)
-		c.SetDeadline(time.Now().Add(*timeout))
-		if _, err := c.Write(line[:n]); err != nil {
-			return
-		}
-		line = line[n:]
-	}
-	c.CloseWrite()
 }
