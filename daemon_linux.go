@@ -31,11 +31,10 @@ func isDaemon() bool {
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
-// only the calling thread, and the Go runtime always has several. So echod
-// re-executes exe, in dir, passing the listener, the locked PID file and a
-// pipe on which the new daemon says that it serves. It returns the daemon's
-// pid then, or kills it if it fails, or is silent for 10s or until ctx is
-// done. The first start and every reload come here.
+// only the calling thread, and the Go runtime always has several. It
+// re-executes exe in dir with the listener, the locked PID file and a pipe for
+// the new daemon's word, and returns its pid once it serves, for the first
+// start and every reload. It kills one that fails, or is silent for 10s.
 func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf *os.File, logPath string) (int, error) {
 	// Close-on-exec for every descriptor we inherited (a shell's fd 251,
 	// say), or the daemon would hold it open for good; ExtraFiles still pass.
@@ -48,17 +47,6 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 			syscall.CloseOnExec(fd)
 		}
 	}
-	lnf, err := listenerFile(ln)
-	if err != nil {
-		return 0, err
-	}
-	defer lnf.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	defer w.Close()
 	_, statErr := os.Stat(logPath)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644) // by path: after logrotate renamed it, a new file
 	if err != nil {
@@ -71,6 +59,16 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 		}
 		return 0, err
 	}
+	lnf, err := listenerFile(ln)
+	if err != nil {
+		return fail(err)
+	}
+	defer lnf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	defer r.Close()
 	var pipe syscall.Stat_t
 	syscall.Fstat(int(w.Fd()), &pipe)
 	cmd := exec.Command(exe)
@@ -89,10 +87,11 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	// the log rather than /dev/null, so a panic's trace is kept.
 	cmd.Stderr = logf
 
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	w.Close() // ours; the read below ends at EOF once the daemon is gone
+	if err != nil {
 		return fail(err)
 	}
-	w.Close() // ours; the read below ends at EOF once the daemon is gone
 	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
 	context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
@@ -110,9 +109,8 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	return 0, fmt.Errorf("pid %d ended in start-up, %v; see %s", cmd.Process.Pid, cmd.ProcessState, logPath)
 }
 
-// listenerFile dups ln's socket for a new daemon. Not ln.File(): exec calls
-// its Fd, which turns the shared socket blocking, and during a reload our
-// own Accept could then sleep through our Close (golang/go#29277).
+// listenerFile dups ln for a new daemon. Not ln.File(): exec calls its Fd, which makes
+// the shared socket blocking, and our Accept could sleep through our Close (golang/go#29277).
 func listenerFile(ln net.Listener) (*os.File, error) {
 	sc, err := ln.(syscall.Conn).SyscallConn()
 	if err != nil {
@@ -133,15 +131,13 @@ func listenerFile(ln net.Listener) (*os.File, error) {
 // daemon is the re-executed echod: it takes back what startDaemon passed,
 // finishes the four steps, and serves until SIGTERM or a reload's handover.
 func daemon(pidPath, dir, logPath string) error {
-	os.Unsetenv(daemonEnv)                                                // for us alone
-	os.WriteFile("/proc/self/comm", []byte(filepath.Base(os.Args[0])), 0) // "echod" for ps and pkill, not "exe"
-	start, _ := os.Getwd()                                                // where the first echod was started
-	logPath, _ = filepath.Abs(logPath)                                    // for a reload's startDaemon, which runs in -dir
+	os.Unsetenv(daemonEnv)             // for us alone
+	start, _ := os.Getwd()             // where the first echod was started
+	logPath, _ = filepath.Abs(logPath) // for a reload's startDaemon, which runs in -dir
 
-	// ①忽略信号: SIGPIPE (see main) kills us when fd 1 or 2 is a closed pipe
-	// (a socket just returns EPIPE), and the job-control signals stop us.
-	// SIGSTOP, which the post ignores, cannot be ignored. SIGCHLD stays: if
-	// ignored, the kernel reaps children, and a reload's Wait gets ECHILD.
+	// ①忽略信号: SIGPIPE (see main) kills us when fd 1 or 2 is a closed pipe,
+	// and the job-control signals stop us. SIGSTOP, which the post ignores,
+	// cannot be ignored. SIGCHLD stays: ignored, a reload's Wait gets ECHILD.
 	// SIGHUP, which a closing terminal sends, means reload: a daemon has no
 	// terminal (daemon(7)), and it is caught before our pid is published.
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
@@ -171,9 +167,8 @@ func daemon(pidPath, dir, logPath string) error {
 	return err
 }
 
-// reload is 热重启: it starts a new daemon, as the first start did, from the
-// binary now at the path we were started from, and returns its pid once it
-// serves. If that fails, we serve on, and it returns 0.
+// reload is 热重启: it starts a new daemon from the binary now at our start
+// path, as the first start did, and returns its pid; 0 if it fails, and we serve on.
 func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath string) int {
 	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)

@@ -11,10 +11,8 @@ import (
 
 // Daemon mode re-executes echod and reads /proc (daemon_linux.go). Elsewhere,
 // run echod -foreground under the system's supervisor (launchd, rc.d).
-var errNoDaemon = errors.New("daemon mode needs Linux; use -foreground")
-
 func isDaemon() bool                            { return false }
-func daemon(pidPath, dir, logPath string) error { return errNoDaemon }
+func daemon(pidPath, dir, logPath string) error { return nil }
 func startDaemon(context.Context, string, []string, string, net.Listener, *os.File, string) (int, error) {
-	return 0, errNoDaemon
+	return 0, errors.New("daemon mode needs Linux; use -foreground")
 }

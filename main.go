@@ -30,7 +30,6 @@ var (
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
 	pidPath    = flag.String("pidfile", "echod.pid", "the daemon's PID `file`, locked while it runs")
-	verbose    = flag.Bool("v", false, "debug logging: one line per connection")
 )
 
 func main() {
@@ -39,19 +38,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	signal.Ignore(syscall.SIGPIPE) // see ①; in every process, so that `echod | true` exits 0
-	opts := &slog.HandlerOptions{}
-	if *verbose {
-		opts.Level = slog.LevelDebug
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts))) // in the daemon, the log file (see ④)
-	var err error
-	if isDaemon() && !*foreground {
-		err = daemon(*pidPath, *dir, *logPath)
-	} else {
-		err = launch()
-	}
-	if err != nil {
+	signal.Ignore(syscall.SIGPIPE)                                 // see ①; in every process, so that `echod | true` exits 0
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log file (see ④)
+	if err := launch(); err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
 		os.Exit(1)
 	}
@@ -78,10 +67,12 @@ func checkFlags() error {
 	return nil
 }
 
-// launch is every start but the daemon's own: it takes the PID file and the
-// listener, then serves in the foreground or starts the daemon. A failed
-// start removes the PID file if it created it.
+// launch takes the PID file and the listener (a daemon, from the echod that
+// started it), then serves or starts the daemon. A failed start leaves no file.
 func launch() (err error) {
+	if isDaemon() && !*foreground {
+		return daemon(*pidPath, *dir, *logPath)
+	}
 	var pidf *os.File
 	usePID := !*foreground // in the foreground, only if -pidfile is given
 	flag.Visit(func(f *flag.Flag) { usePID = usePID || f.Name == "pidfile" })
@@ -153,9 +144,8 @@ const (
 	readyMsg   = "ready\n"             // on a new daemon's readiness pipe; anything else, or EOF, is failure
 )
 
-// run serves ln until SIGTERM or SIGINT or, in the daemon, until a reload
-// on hup has handed over to a new daemon, whose pid reload returns. ready,
-// in the daemon, is the pipe on which it tells its parent that it serves.
+// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on hup
+// hands over to a new one. ready is a daemon's pipe to the echod that started it.
 func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload func(context.Context) int) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -201,8 +191,8 @@ func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace
 	defer cut()
 	jobs := make(chan net.Conn, queue)
 	var wg sync.WaitGroup
-	for id := range workers {
-		wg.Go(func() { worker(hard, id, jobs, idle) })
+	for range workers {
+		wg.Go(func() { worker(hard, jobs, idle) })
 	}
 	context.AfterFunc(ctx, func() {
 		ln.Close()                 // new clients are refused, or, after a reload, wait in the backlog for the new daemon
@@ -239,24 +229,20 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 // worker serves connections from jobs one at a time, like one of the post's
 // pool threads. Its buffer is reused, so echoing allocates nothing; in make
 // bench, bulk echo costs 12% more CPU with 64 KiB and 50% more with 16 KiB.
-func worker(hard context.Context, id int, jobs <-chan net.Conn, idle time.Duration) {
+func worker(hard context.Context, jobs <-chan net.Conn, idle time.Duration) {
 	buf := make([]byte, 32<<10)
 	for c := range jobs {
 		stop := context.AfterFunc(hard, func() { c.Close() }) // at once, if already cut
-		start := time.Now()
-		n, err := echo(c, buf, idle)
+		echo(c, buf, idle)
 		stop()
 		c.Close()
-		if *verbose { // the arguments alone allocate
-			slog.Debug("conn", "worker", id, "remote", c.RemoteAddr(), "bytes", n, "time", time.Since(start), "err", err)
-		}
 	}
 }
 
 // echo sends back everything c sends until c half-closes (RFC 862). The
 // deadline makes a client that stops sending or stops reading give its
 // worker back after idle; without it, N silent clients stop N workers.
-func echo(c net.Conn, buf []byte, idle time.Duration) (n int64, err error) {
+func echo(c net.Conn, buf []byte, idle time.Duration) error {
 	var moved time.Time
 	for {
 		// A deadline move is a timer update, 2.5% of a round trip: move it only
@@ -267,25 +253,22 @@ func echo(c net.Conn, buf []byte, idle time.Duration) (n int64, err error) {
 		}
 		nr, rerr := c.Read(buf)
 		if nr > 0 {
-			nw, werr := c.Write(buf[:nr]) // unlike write(2), returns only when all is written or it fails
-			n += int64(nw)
-			if werr != nil {
-				return n, werr // e.g., the client reset, or stopped reading for idle
+			if _, err := c.Write(buf[:nr]); err != nil { // unlike write(2): all is written, or it fails
+				return err // e.g., the client reset, or stopped reading for idle
 			}
 		}
 		if rerr == io.EOF {
-			return n, nil // the client's FIN: everything before it is echoed
+			return nil // the client's FIN: everything before it is echoed
 		} else if rerr != nil {
-			return n, rerr // e.g., idle timeout; the post spins here forever
+			return rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
 }
 
 var notifyFailed sync.Once
 
-// sdNotify tells the service manager our state (sd_notify(3)); without
-// $NOTIFY_SOCKET it does nothing. A failure is logged once, never fatal.
-// Only the daemons that echod starts inherit the variable, as they must.
+// sdNotify tells the service manager our state (sd_notify(3)), if it listens:
+// only the daemons that echod starts inherit $NOTIFY_SOCKET, as they must.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
@@ -301,9 +284,8 @@ func sdNotify(state string) {
 	}
 }
 
-// lockPID opens path and takes an exclusive flock. The lock belongs to the
-// open file, so it passes to the daemon with the descriptor and dies with
-// it: a PID file left by a dead daemon is never locked.
+// lockPID opens path and flocks it. The lock passes to the daemon with the
+// descriptor and dies with it: a dead daemon's PID file is never locked.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // no O_TRUNC: it may be another daemon's
 	if err != nil {
@@ -335,9 +317,8 @@ func isAt(f *os.File) bool {
 	return os.SameFile(fi, at) // false if either is gone
 }
 
-// writePID writes our pid into the locked PID file in place: the lock
-// belongs to this inode, and a reader (systemd, at a reload) never finds it
-// empty.
+// writePID writes our pid into the locked PID file in place: the lock is on
+// this inode, and a reader (systemd, at a reload) never finds it empty.
 func writePID(f *os.File) error {
 	if f == nil {
 		return nil
@@ -349,8 +330,7 @@ func writePID(f *os.File) error {
 	return f.Truncate(int64(len(pid)))
 }
 
-// removePID removes the PID file if it is still the one we locked: after an
-// rm, the path may be another daemon's.
+// removePID removes the PID file if it is still ours: after an rm, the path may be another daemon's.
 func removePID(f *os.File) {
 	if f != nil && isAt(f) {
 		os.Remove(f.Name())
