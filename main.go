@@ -179,6 +179,10 @@ func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload fun
 	}
 	handover()
 	wg.Wait()
+	if next == 0 {
+		slog.Info("stop")
+		return nil
+	}
 	slog.Info("stop", "handed_over_to", next)
 	return nil
 }
