@@ -1,0 +1,89 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// readmeParts returns what the two READMEs must share: the command lines
+// of their code blocks ("$ ..." without a trailing comment), the unit files,
+// and the tests named in the table of the C++'s flaws.
+func readmeParts(t *testing.T, path string) (commands, units, tests []string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comment := regexp.MustCompile(`\s{2,}#.*$`)
+	for _, block := range codeBlocks(string(b)) {
+		if strings.HasPrefix(block, "# /etc/systemd/system/") {
+			units = append(units, block)
+		}
+		for line := range strings.Lines(block) {
+			if strings.HasPrefix(line, "$ ") {
+				commands = append(commands, comment.ReplaceAllString(strings.TrimSpace(line), ""))
+			}
+		}
+	}
+	var flaws string // the section whose "## " heading names the C++
+	for _, section := range strings.Split(string(b), "\n## ")[1:] {
+		if heading, _, _ := strings.Cut(section, "\n"); strings.Contains(heading, "C++") {
+			flaws = section
+		}
+	}
+	for line := range strings.Lines(flaws) {
+		if strings.HasPrefix(line, "|") {
+			tests = append(tests, regexp.MustCompile("`((?:Test|Fuzz)[A-Za-z]+)`").FindAllString(line, -1)...)
+		}
+	}
+	return commands, units, tests
+}
+
+// TestReadmesAgree keeps README.zh-CN.md in step with README.md: the same
+// commands in the same order, the same units, and the same tests for the
+// same flaws, each of which exists.
+func TestReadmesAgree(t *testing.T) {
+	enCmds, enUnits, enTests := readmeParts(t, "README.md")
+	zhCmds, zhUnits, zhTests := readmeParts(t, "README.zh-CN.md")
+	if len(enCmds) < 20 || len(enTests) < 20 || len(enUnits) != 5 {
+		t.Fatalf("README.md: %d commands, %d units, %d tests named; the parser lost its way", len(enCmds), len(enUnits), len(enTests))
+	}
+	for i := range max(len(enCmds), len(zhCmds)) {
+		if i >= len(enCmds) || i >= len(zhCmds) || enCmds[i] != zhCmds[i] {
+			t.Fatalf("command %d differs:\nREADME.md:       %q\nREADME.zh-CN.md: %q", i+1, at(enCmds, i), at(zhCmds, i))
+		}
+	}
+	if !slices.Equal(enUnits, zhUnits) {
+		t.Error("the unit files differ between README.md and README.zh-CN.md")
+	}
+	if !slices.Equal(enTests, zhTests) {
+		t.Errorf("the flaws tables name different tests:\nREADME.md:       %v\nREADME.zh-CN.md: %v", enTests, zhTests)
+	}
+	var code strings.Builder
+	for _, f := range must(os.ReadDir(".")) {
+		if strings.HasSuffix(f.Name(), "_test.go") {
+			code.Write(must(os.ReadFile(f.Name())))
+		}
+	}
+	for _, name := range enTests {
+		if name = strings.Trim(name, "`"); !strings.Contains(code.String(), "func "+name+"(") {
+			t.Errorf("the READMEs name %s, which is no test", name)
+		}
+	}
+}
+
+func at(s []string, i int) string {
+	if i < len(s) {
+		return s[i]
+	}
+	return "(none)"
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
