@@ -259,6 +259,18 @@ func TestIdleFreesWorker(t *testing.T) {
 	}
 }
 
+// awaitRefused waits until addr refuses new clients, as it does once a stop has begun.
+func awaitRefused(t testing.TB, addr string) {
+	t.Helper()
+	poll(t, 5*time.Second, "new connections still accepted after the signal", func() bool {
+		nc, err := net.Dial("tcp", addr)
+		if err == nil {
+			nc.Close()
+		}
+		return err != nil
+	})
+}
+
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
@@ -292,13 +304,7 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	poll(t, 5*time.Second, "new connections still accepted after SIGTERM", func() bool {
-		nc, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
+	awaitRefused(t, s.addr)
 	mustEcho(t, c, random(4<<20))
 	s.wait(t, 10*time.Second)
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
@@ -352,13 +358,7 @@ func TestShutdownServesAccepted(t *testing.T) {
 	waiting := dial(t, s.addr)
 	poll(t, 5*time.Second, "the second client was not accepted", func() bool { return fdCount(pid) > rest })
 	s.cmd.Process.Signal(syscall.SIGTERM)
-	poll(t, 5*time.Second, "new connections still accepted after SIGTERM", func() bool {
-		nc, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
+	awaitRefused(t, s.addr)
 	busy.CloseWrite()
 	mustEcho(t, waiting, []byte("accepted before SIGTERM, served after"))
 	s.wait(t, 5*time.Second)
@@ -378,13 +378,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	}
 	mustWrite()
 	s.cmd.Process.Signal(syscall.SIGINT)
-	poll(t, 5*time.Second, "no graceful stop after the first SIGINT", func() bool {
-		nc, err := net.Dial("tcp", s.addr)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
+	awaitRefused(t, s.addr)
 	mustWrite() // still served during the graceful stop
 	s.cmd.Process.Signal(syscall.SIGINT)
 	select {

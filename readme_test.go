@@ -74,6 +74,17 @@ func TestReadmesAgree(t *testing.T) {
 	}
 }
 
+// codeBlocks returns the fenced code blocks of a Markdown text.
+func codeBlocks(md string) []string {
+	var blocks []string
+	parts := strings.Split(md, "\n```")
+	for i := 1; i < len(parts); i += 2 {
+		_, body, _ := strings.Cut(parts[i], "\n") // after the language
+		blocks = append(blocks, body+"\n")
+	}
+	return blocks
+}
+
 func at(s []string, i int) string {
 	if i < len(s) {
 		return s[i]

@@ -254,17 +254,26 @@ func TestReloadBinaryGone(t *testing.T) {
 	assertOnly(t, dir, next, addr)
 }
 
+// slowReload starts a daemon in dir through slowStart, then sends it SIGHUP,
+// and returns once the new daemon has started but waits for the test to
+// remove dir/slow.
+func slowReload(t *testing.T, dir string) (pid int, addr, childPID string) {
+	t.Helper()
+	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
+	pid, addr = startFrom(t, dir, exe)
+	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
+	os.Remove(childPID)
+	syscall.Kill(pid, syscall.SIGHUP)
+	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	return pid, addr, childPID
+}
+
 // TestReloadSlowNewDaemon serves a client on the old daemon while the new one
 // starts slowly, then hands over: the old daemon must still see the Close of
 // its listener, and exit.
 func TestReloadSlowNewDaemon(t *testing.T) {
 	dir := t.TempDir()
-	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
-	pid, addr := startFrom(t, dir, exe)
-	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
-	os.Remove(childPID)
-	syscall.Kill(pid, syscall.SIGHUP)
-	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	pid, addr, _ := slowReload(t, dir)
 	mustEcho(t, dial(t, addr), []byte("served by the old daemon during the reload"))
 	os.Remove(filepath.Join(dir, "slow"))
 	next := awaitReload(t, dir, pid)
@@ -301,12 +310,7 @@ func TestReloadLogRotation(t *testing.T) {
 // starts no second one.
 func TestReloadTwice(t *testing.T) {
 	dir := t.TempDir()
-	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
-	pid, addr := startFrom(t, dir, exe)
-	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
-	os.Remove(childPID)
-	syscall.Kill(pid, syscall.SIGHUP)
-	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	pid, addr, _ := slowReload(t, dir)
 	syscall.Kill(pid, syscall.SIGHUP)
 	os.Remove(filepath.Join(dir, "slow"))
 	next := awaitReload(t, dir, pid)
@@ -323,12 +327,7 @@ func TestReloadTwice(t *testing.T) {
 func TestReloadThenStop(t *testing.T) {
 	t.Run("during start-up", func(t *testing.T) {
 		dir := t.TempDir()
-		exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
-		pid, _ := startFrom(t, dir, exe)
-		os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
-		os.Remove(childPID)
-		syscall.Kill(pid, syscall.SIGHUP)
-		poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+		pid, _, childPID := slowReload(t, dir)
 		syscall.Kill(pid, syscall.SIGTERM)
 		waitGone(t, pid)
 		waitGone(t, readPID(t, childPID))

@@ -498,17 +498,6 @@ func readmeUnits(t *testing.T) map[string]string {
 	return units
 }
 
-// codeBlocks returns the fenced code blocks of a Markdown text.
-func codeBlocks(md string) []string {
-	var blocks []string
-	parts := strings.Split(md, "\n```")
-	for i := 1; i < len(parts); i += 2 {
-		_, body, _ := strings.Cut(parts[i], "\n") // after the language
-		blocks = append(blocks, body+"\n")
-	}
-	return blocks
-}
-
 // TestSystemd runs echod under a real systemd, with each unit exactly as
 // README.md shows it: start, reload under clients, stop, socket activation,
 // and a start that fails.
