@@ -21,10 +21,10 @@ DAEMON = test -e echod.pid || { echo "echod: not running (no echod.pid)" >&2; ex
 	if flock -n 9 9<echod.pid; then echo "echod: not running (stale echod.pid)" >&2; exit 1; fi; \
 	pid=$$(cat echod.pid)
 
-# Waits until the daemon is gone: its file is removed, or no longer locked.
+# Waits until the daemon has exited (a zombie, Z, has).
 stop:
 	@$(DAEMON); kill $$pid; \
-	for i in $$(seq 100); do { test -e echod.pid && ! flock -n 9 9<echod.pid; } 2>/dev/null || exit 0; sleep 0.1; done; \
+	for i in $$(seq 100); do case "$$(ps -o stat= -p $$pid)" in ""|Z*) exit 0;; esac; sleep 0.1; done; \
 	echo "echod: pid $$pid still running after 10s" >&2; exit 1
 
 # Waits until a new daemon has taken over, or the log says why not.
