@@ -476,6 +476,20 @@ func TestDaemonParentKilled(t *testing.T) {
 	}
 }
 
+// TestForegroundWritesNothing runs -foreground as a supervisor would, with
+// no -pidfile or -log: it writes no file where it runs.
+func TestForegroundWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
+	cmd.Dir = dir
+	s := start(t, cmd)
+	mustEcho(t, dial(t, s.addr), []byte("logs on stderr"))
+	if files, _ := os.ReadDir(dir); len(files) > 0 {
+		t.Errorf("-foreground wrote %v", files)
+	}
+	s.stop(t, 5*time.Second)
+}
+
 func TestForegroundPIDFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fg.pid")
 	s := startServer(t, "-pidfile", path)

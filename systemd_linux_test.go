@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -178,12 +179,12 @@ func TestStartStopDaemonNotify(t *testing.T) {
 // activate runs echod (args) under systemd-socket-activate, listening on
 // listen, which starts echod at the first connection and passes it the
 // socket as fd 3.
-func activate(t *testing.T, dir string, listen []string, args ...string) *exec.Cmd {
+func activate(t *testing.T, dir string, opts, listen []string, args ...string) *exec.Cmd {
 	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
 		t.Skip("no systemd-socket-activate (systemd)")
 	}
 	cleanupDaemons(t, dir)
-	var argv []string
+	argv := opts
 	for _, l := range listen {
 		argv = append(argv, "-l", l)
 	}
@@ -198,7 +199,7 @@ func activate(t *testing.T, dir string, listen []string, args ...string) *exec.C
 func TestSocketActivation(t *testing.T) {
 	dir := t.TempDir()
 	port, other := freePort(t), freePort(t)
-	cmd := activate(t, dir, []string{port}, "-foreground", "-addr", other)
+	cmd := activate(t, dir, nil, []string{port}, "-foreground", "-addr", other)
 	var errOut strings.Builder
 	cmd.Stderr = &errOut
 	if err := cmd.Start(); err != nil {
@@ -211,6 +212,7 @@ func TestSocketActivation(t *testing.T) {
 		c, err = net.Dial("tcp", port)
 		return err == nil
 	})
+	c.SetDeadline(time.Now().Add(30 * time.Second))
 	mustEcho(t, c.(*net.TCPConn), []byte("the first connection, in the backlog while echod started"))
 	if nc, err := net.Dial("tcp", other); err == nil {
 		nc.Close()
@@ -229,7 +231,7 @@ func TestSocketActivation(t *testing.T) {
 func TestSocketActivationDaemon(t *testing.T) {
 	dir := t.TempDir()
 	port := freePort(t)
-	cmd := activate(t, dir, []string{port})
+	cmd := activate(t, dir, nil, []string{port})
 	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -241,6 +243,7 @@ func TestSocketActivationDaemon(t *testing.T) {
 		c, err = net.Dial("tcp", port)
 		return err == nil
 	})
+	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := <-done; err != nil {
 		t.Fatalf("the activated parent: %v", err)
 	}
@@ -252,50 +255,63 @@ func TestSocketActivationDaemon(t *testing.T) {
 	assertOnly(t, dir, next, port)
 }
 
-// TestSocketActivationRefused gives echod two sockets, then a UDP one: it
-// takes exactly one listening TCP socket, and says so.
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSocketActivationRefused gives echod two sockets, a UDP socket, and an
+// accepted connection (Accept=yes in a .socket unit): it takes exactly one
+// listening TCP socket, and says so.
 func TestSocketActivationRefused(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		listen []string
-		want   string
+		name, network string
+		opts, listen  []string
+		want          string
 	}{
-		{"two sockets", []string{freePort(t), freePort(t)}, "echod: LISTEN_FDS=2: echod takes exactly one socket\n"},
-		{"udp", []string{"--datagram", freePort(t)}, "echod: fd 3 is not a listening TCP socket"},
+		{"two sockets", "tcp", nil, []string{freePort(t), freePort(t)}, "echod: LISTEN_FDS=2: echod takes exactly one socket\n"},
+		{"udp", "udp", []string{"--datagram"}, []string{freePort(t)}, "echod: fd 3 is not a listening TCP socket\n"},
+		{"accepted connection", "tcp", []string{"--accept"}, []string{freePort(t)}, "echod: fd 3 is not a listening TCP socket\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			listen := tc.listen
-			if listen[0] == "--datagram" {
-				listen = listen[1:]
-			}
-			cmd := activate(t, t.TempDir(), listen, "-foreground")
-			if tc.listen[0] == "--datagram" {
-				cmd.Args = append([]string{cmd.Args[0], "--datagram"}, cmd.Args[1:]...)
-			}
-			var errOut strings.Builder
+			cmd := activate(t, t.TempDir(), tc.opts, tc.listen, "-foreground")
+			var errOut syncBuffer
 			cmd.Stderr = &errOut
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
-			network := map[bool]string{true: "udp", false: "tcp"}[tc.listen[0] == "--datagram"]
-			for end := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				select {
-				case err := <-done:
-					if exitCode(err) != 1 || !strings.Contains(errOut.String(), tc.want) {
-						t.Errorf("exit %v, stderr %q; want 1 and %q", err, errOut.String(), tc.want)
-					}
-					return
-				default:
-				}
-				if time.Now().After(end) {
-					cmd.Process.Kill()
-					t.Fatal("echod did not refuse")
-				}
-				if c, err := net.Dial(network, listen[0]); err == nil { // wakes systemd-socket-activate, once it listens
+			defer func() { cmd.Process.Kill(); <-done }()
+			poll(t, 10*time.Second, "echod did not refuse", func() bool {
+				if c, err := net.Dial(tc.network, tc.listen[0]); err == nil { // wakes systemd-socket-activate, once it listens
 					c.Write([]byte("wake up"))
 					c.Close()
+				}
+				return strings.Contains(errOut.String(), tc.want)
+			})
+			if tc.opts == nil || tc.opts[0] != "--accept" { // then echod is the process: it exits 1
+				select {
+				case err := <-done:
+					if exitCode(err) != 1 {
+						t.Errorf("exit %v, want 1", err)
+					}
+					done <- err
+				case <-time.After(5 * time.Second):
+					t.Error("echod did not exit")
 				}
 			}
 		})
