@@ -193,6 +193,20 @@ func activate(t *testing.T, dir string, opts, listen []string, args ...string) *
 	return cmd
 }
 
+// dialActivator connects to addr once systemd-socket-activate listens there:
+// the connection that starts echod.
+func dialActivator(t *testing.T, addr string) *net.TCPConn {
+	var c net.Conn
+	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
+		var err error
+		c, err = net.Dial("tcp", addr)
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c.(*net.TCPConn)
+}
+
 // TestSocketActivation has systemd-socket-activate bind a port and start
 // echod at the first connection: echod serves that connection on the port it
 // was given, and never binds its -addr.
@@ -206,14 +220,8 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	var c net.Conn
-	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
-		var err error
-		c, err = net.Dial("tcp", port)
-		return err == nil
-	})
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	mustEcho(t, c.(*net.TCPConn), []byte("the first connection, in the backlog while echod started"))
+	c := dialActivator(t, port)
+	mustEcho(t, c, []byte("the first connection, in the backlog while echod started"))
 	if nc, err := net.Dial("tcp", other); err == nil {
 		nc.Close()
 		t.Errorf("echod bound -addr %s too", other)
@@ -237,17 +245,16 @@ func TestSocketActivationDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { done <- cmd.Wait() }()
-	var c net.Conn
-	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
-		var err error
-		c, err = net.Dial("tcp", port)
-		return err == nil
-	})
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := <-done; err != nil {
-		t.Fatalf("the activated parent: %v", err)
+	c := dialActivator(t, port)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the activated parent: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the activated parent did not exit")
 	}
-	mustEcho(t, c.(*net.TCPConn), []byte("served by the daemon"))
+	mustEcho(t, c, []byte("served by the daemon"))
 	pid := readPID(t, filepath.Join(dir, "echod.pid"))
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
