@@ -162,6 +162,7 @@ func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload fun
 		ready.Close()
 	}
 	serving, handover := context.WithCancel(ctx)
+	defer handover()
 	var wg sync.WaitGroup
 	wg.Go(func() { serve(serving, ln, *workers, *queue, *idle, *grace) })
 	next := 0 // the pid of the daemon that took over
@@ -172,18 +173,17 @@ func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload fun
 			next = reload(ctx)
 		}
 	}
-	if next == 0 { // a signal
-		stop() // the first signal stops gracefully; a second one, at once
-		sdNotify("STOPPING=1")
-		defer removePID(pidf) // after a handover, the PID file is the new daemon's
-	}
-	handover()
-	wg.Wait()
-	if next == 0 {
-		slog.Info("stop")
+	if next != 0 {
+		handover()
+		wg.Wait()
+		slog.Info("stop", "handed_over_to", next) // the PID file is the new daemon's now
 		return nil
 	}
-	slog.Info("stop", "handed_over_to", next)
+	stop() // the first signal stops gracefully; a second one, at once
+	sdNotify("STOPPING=1")
+	wg.Wait()
+	removePID(pidf)
+	slog.Info("stop")
 	return nil
 }
 
