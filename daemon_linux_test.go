@@ -36,12 +36,22 @@ func cleanupDaemons(t *testing.T, dir string) {
 }
 
 // launchDaemon starts echod in daemon mode from dir and returns the pid and
-// address that the parent printed. A start takes well under a second here;
-// a parent that waited for its bound (10s) instead of the daemon's word fails.
+// address that the parent printed.
 func launchDaemon(t *testing.T, dir string, args ...string) (pid int, addr string) {
 	t.Helper()
+	return startFrom(t, dir, echodBin, args...)
+}
+
+// startFrom starts the daemon from exe, run in dir, and returns the pid and
+// address that the parent printed. A start takes well under a second here; a
+// parent that waited for its bound (10s) instead of the daemon's word fails.
+func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr string) {
+	t.Helper()
+	cleanupDaemons(t, dir)
+	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir = dir
 	begin := time.Now()
-	out, errOut, code := runEchod(t, dir, nil, args...)
+	out, errOut, code := runCmd(t, cmd)
 	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}

@@ -7,7 +7,6 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -174,19 +173,6 @@ func installEchod(t *testing.T, dir, bin string, mode os.FileMode) string {
 		t.Fatal(err)
 	}
 	return exe
-}
-
-// startFrom starts the daemon from exe in dir and returns its pid and address.
-func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr string) {
-	t.Helper()
-	cleanupDaemons(t, dir)
-	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Dir = dir
-	out, errOut, code := runCmd(t, cmd)
-	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s", &pid, &addr); err != nil || code != 0 {
-		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
-	}
-	return pid, addr
 }
 
 // TestReloadUpgrade replaces the binary on disk with a new build, then
