@@ -126,7 +126,9 @@ func TestClientPostServer(t *testing.T) {
 }
 
 func TestClientUsage(t *testing.T) {
-	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "70000"}, {"-retries"}} {
+	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "70000"}, {"-retries"},
+		{"-retries", "-1", "127.0.0.1", "1"}, {"-wait", "-1s", "127.0.0.1", "1"}, {"-timeout", "0s", "127.0.0.1", "1"},
+		{"a]b", "1"}, {"[::1]]", "1"}} {
 		_, errOut, code := runClient(t, "", args...)
 		if code != 2 || !strings.HasPrefix(errOut, "client: ") && !strings.Contains(errOut, "flag needs an argument") {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", args, code, errOut)
@@ -172,6 +174,39 @@ func TestClientTimeout(t *testing.T) {
 	_, errOut, code := runClient(t, "hello\n", args...)
 	if code != 1 || !strings.Contains(errOut, "client: giving up on "+addr+" after 2 retries") || !strings.Contains(errOut, "i/o timeout") {
 		t.Errorf("exit %d, stderr %q; want 1, giving up after timeouts", code, errOut)
+	}
+}
+
+// TestClientSlowReply talks to a server that echoes a 100-byte line a byte
+// every 20ms, 2s in all: -timeout 500ms bounds a stall, so the reply arrives.
+func TestClientSlowReply(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn) {
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		for i := range b {
+			time.Sleep(20 * time.Millisecond) // the server's pace, not a wait for an event
+			c.Write(b[i : i+1])
+		}
+	})
+	line := strings.Repeat("x", 99) + "\n"
+	out, errOut, code := runClient(t, line, append([]string{"-timeout", "500ms", "-retries", "0"}, hostPort(t, addr)...)...)
+	if code != 0 || out != line {
+		t.Errorf("exit %d, stdout %q, stderr %q; want the whole line", code, out, errOut)
+	}
+}
+
+// TestClientIPv6 gives the address as echod prints it, in brackets.
+func TestClientIPv6(t *testing.T) {
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skip("no IPv6 loopback here:", err)
+	} else {
+		ln.Close()
+	}
+	s := startServer(t, "-addr", "[::1]:0")
+	host, port, _ := net.SplitHostPort(s.addr)
+	out, errOut, code := runClient(t, "hello\n", "-retries", "0", "["+host+"]", port)
+	if code != 0 || out != "hello\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 

@@ -10,22 +10,25 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
 var (
 	retries = flag.Int("retries", 10, "reconnect attempts before giving up on a line")
 	wait    = flag.Duration("wait", time.Second, "pause between reconnect attempts")
-	timeout = flag.Duration("timeout", 10*time.Second, "the longest wait for the server: to connect, to take the line, to answer")
+	timeout = flag.Duration("timeout", 10*time.Second, "the longest the server may stall: to connect, to take the line, to answer")
 )
 
 func main() {
 	flag.Parse()
-	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 || *timeout <= 0 {
-		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N] [-wait D] [-timeout D] HOST PORT (1-65535)")
+	host := strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]") // [::1], as echod prints it, or ::1
+	addr := net.JoinHostPort(host, flag.Arg(1))
+	_, _, err := net.SplitHostPort(addr) // what no retry can mend, e.g., a stray "]"
+	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 || *timeout <= 0 || *retries < 0 || *wait < 0 {
+		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
-	addr := net.JoinHostPort(flag.Arg(0), flag.Arg(1))
 	in := bufio.NewReader(os.Stdin)
 	fi, _ := os.Stdin.Stat()
 	prompt := fi != nil && fi.Mode()&os.ModeCharDevice != 0 // a terminal, as isatty(3) would say
@@ -82,7 +85,7 @@ func roundTrip(addr string, line []byte) ([]byte, error) {
 	go func() { // a failed send shows in the reply: cut short, or none
 		for rest := line; len(rest) > 0; {
 			n := min(len(rest), 64<<10)
-			c.SetDeadline(time.Now().Add(*timeout)) // per piece: -timeout bounds a stall, not a long line
+			c.SetWriteDeadline(time.Now().Add(*timeout)) // per piece: -timeout bounds a stall, not a long line
 			if _, err := c.Write(rest[:n]); err != nil {
 				return
 			}
@@ -90,10 +93,18 @@ func roundTrip(addr string, line []byte) ([]byte, error) {
 		}
 		c.CloseWrite() // the server echoes what is left, and closes
 	}()
-	reply, err := io.ReadAll(c)
+	reply, err := io.ReadAll(stallReader{c})
 	c.Close() // which also ends a send that is stuck
 	if err == nil && len(reply) < len(line) {
 		err = fmt.Errorf("reply cut short: %d of %d bytes", len(reply), len(line))
 	}
 	return reply, err
+}
+
+// stallReader gives each Read -timeout: a slow reply that keeps coming is no stall.
+type stallReader struct{ c net.Conn }
+
+func (r stallReader) Read(p []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(*timeout))
+	return r.c.Read(p)
 }
