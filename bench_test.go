@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -105,13 +104,13 @@ func benchServer(kind string) {
 		os.Exit(1)
 	}
 	fmt.Println(ln.Addr())
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
+	stop := make(chan *net.UnixConn)
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }() // a closed stop delivers nil: a stop
 	if kind == "pool" {
-		serve(ctx, ln, 64, 64, time.Minute, time.Second)
+		serve(stop, ln, nil, 64, 64, time.Minute, time.Second)
 		return
 	}
-	context.AfterFunc(ctx, func() { ln.Close() })
+	go func() { <-stop; ln.Close() }()
 	perConnection(ln)
 }
 

@@ -256,11 +256,11 @@ func TestDaemonStartFails(t *testing.T) {
 		want string
 	}{
 		{"port taken", []string{"-addr", taken}, "address already in use"},
-		{"bad port", []string{"-addr", "127.0.0.1:99999"}, "invalid port"},
 		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file or directory"},
 		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
 		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
-		{"PID file unwritable", []string{"-pidfile", "/dev/full"}, "write /dev/full: no space left on device"},
+		{"PID file a device", []string{"-pidfile", "/dev/full"}, "-pidfile /dev/full: not a regular file"},
+		{"PID file is the log", []string{"-pidfile", "echod.log", "-log", "./echod.log"}, "-pidfile and -log are the same file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -352,19 +352,56 @@ func TestDaemonPIDFileLockedEmpty(t *testing.T) {
 }
 
 // TestDaemonStalePIDFile kills a daemon so that its PID file stays behind,
-// unlocked: the next start must take it over.
+// unlocked, and makes the stale pid longer than any new one: the next start
+// takes the file over and leaves its own pid alone in it, or a script's kill
+// $(cat echod.pid) would read a second line, 0, the caller's process group.
 func TestDaemonStalePIDFile(t *testing.T) {
 	dir := t.TempDir()
 	old, _ := launchDaemon(t, dir)
 	syscall.Kill(old, syscall.SIGKILL)
 	waitGone(t, old)
-	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != old {
+	pidfile := filepath.Join(dir, "echod.pid")
+	if got := readPID(t, pidfile); got != old {
 		t.Fatalf("PID file holds %d, want the dead daemon's %d", got, old)
 	}
+	os.WriteFile(pidfile, []byte("4194000\n"), 0o644)
 	pid, _ := launchDaemon(t, dir)
-	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
-		t.Errorf("PID file holds %d, want %d", got, pid)
+	if got, _ := os.ReadFile(pidfile); string(got) != fmt.Sprintln(pid) {
+		t.Errorf("PID file holds %q, want %q", got, fmt.Sprintln(pid))
 	}
+}
+
+// TestDaemonPIDFileSymlink plants a symbolic link where the PID file goes:
+// echod refuses it, and the file it points at is left as it was.
+func TestDaemonPIDFileSymlink(t *testing.T) {
+	dir, victim := t.TempDir(), filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("precious\n"), 0o644)
+	os.Symlink(victim, filepath.Join(dir, "echod.pid"))
+	_, errOut, code := runEchod(t, dir, nil)
+	if want := "echod: -pidfile echod.pid: not a regular file (echod follows no symbolic link)\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the link's target now holds %q", b)
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 1 {
+		t.Errorf("left in %s: %v", dir, files)
+	}
+}
+
+// TestDaemonPIDFileUnwritable limits the size of files that echod may write
+// to 2 bytes: the pid does not fit, the start fails with why, and the files
+// it created are gone.
+func TestDaemonPIDFileUnwritable(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("prlimit", "--fsize=2", echodBin, "-addr", "127.0.0.1:0")
+	cmd.Dir = dir
+	cleanupDaemons(t, dir)
+	_, errOut, code := runCmd(t, cmd)
+	if want := "echod: write " + filepath.Join(dir, "echod.pid") + ": file too large\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	assertEmpty(t, dir)
 }
 
 // TestDaemonStopSparesOthersPIDFile runs daemon A, removes its PID file,

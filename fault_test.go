@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"cmp"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -189,7 +188,7 @@ var inProcess = sync.OnceValue(func() string {
 	if err != nil {
 		panic(err)
 	}
-	go serve(context.Background(), ln, 4, 4, 10*time.Second, time.Second)
+	go serve(nil, ln, nil, 4, 4, 10*time.Second, time.Second) // a nil stop: it serves until the tests end
 	return ln.Addr().String()
 })
 

@@ -2,6 +2,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -47,7 +49,10 @@ func main() {
 }
 
 func checkFlags() error {
-	_, _, err := net.SplitHostPort(*addr)
+	_, port, err := net.SplitHostPort(*addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port) // a number to 65535, or a name in /etc/services
+	}
 	switch {
 	case flag.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
@@ -57,12 +62,10 @@ func checkFlags() error {
 		return errors.New("-workers must be > 0")
 	case *queue < 0:
 		return errors.New("-queue must be >= 0")
-	case *idle <= 0:
-		return errors.New("-idle must be > 0")
+	case *idle <= 0 || *idle > 100000*time.Hour: // idle + idle/8 must not overflow
+		return errors.New("-idle must be > 0 and at most 100000h")
 	case *grace < 0:
 		return errors.New("-grace must be >= 0")
-	case *pidPath != "" && filepath.Clean(*pidPath) == filepath.Clean(*logPath):
-		return errors.New("-pidfile and -log must be different files")
 	}
 	return nil
 }
@@ -92,7 +95,7 @@ func launch() (err error) {
 		return err // e.g., address already in use: still on the terminal
 	}
 	if *foreground {
-		return run(ln, pidf, nil, nil, nil)
+		return run(ln, nil, pidf, nil, nil, nil)
 	}
 	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -102,8 +105,9 @@ func launch() (err error) {
 		exe, _ = os.Executable() // e.g., a made-up argv[0]
 	}
 	exe, _ = filepath.Abs(exe)
-	pid, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath)
+	pid, to, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath)
 	if err == nil {
+		to.Close() // nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
 	}
 	return err
@@ -144,12 +148,15 @@ const (
 	readyMsg   = "ready\n"             // on a new daemon's readiness pipe; anything else, or EOF, is failure
 )
 
-// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on hup
-// hands over to a new one. ready is a daemon's pipe to the echod that started it.
-func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload func(context.Context) int) error {
+// run serves ln, and what the old daemon moves to us over from, until SIGTERM
+// or SIGINT or, in a daemon, until a reload on hup hands over to a new one.
+// ready is a daemon's pipe to the echod that started it.
+func run(ln net.Listener, from *net.UnixConn, pidf, ready *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := writePID(pidf); err != nil { // only now may anyone signal us
+	stopSeen := make(chan os.Signal, 1) // read once signal.Stop has let every signal that reached us arrive
+	signal.Notify(stopSeen, syscall.SIGTERM, syscall.SIGINT)
+	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(fmt.Sprintf(readyState, os.Getpid()))
@@ -161,56 +168,80 @@ func run(ln net.Listener, pidf, ready *os.File, hup <-chan os.Signal, reload fun
 		}
 		ready.Close()
 	}
-	serving, handover := context.WithCancel(ctx)
-	defer handover()
+	stopServing := make(chan *net.UnixConn, 1)
+	var moved, cut int64
 	var wg sync.WaitGroup
-	wg.Go(func() { serve(serving, ln, *workers, *queue, *idle, *grace) })
-	next := 0 // the pid of the daemon that took over
+	wg.Go(func() { moved, cut = serve(stopServing, ln, from, *workers, *queue, *idle, *grace) })
+	next, to := 0, (*net.UnixConn)(nil) // the daemon that took over, and our socket pair to it
 	for next == 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-hup: // never in the foreground, where hup is nil
-			next = reload(ctx)
+			next, to = reload(ctx)
 		}
 	}
-	if next != 0 {
-		handover()
-		wg.Wait()
-		slog.Info("stop", "handed_over_to", next) // the PID file is the new daemon's now
+	if next == 0 {
+		signal.Stop(stopSeen)
+		stop() // the first signal stops gracefully; a second one, at once
+		sdNotify("STOPPING=1")
+	}
+	stopServing <- to
+	wg.Wait()
+	if next == 0 {
+		removePID(pidf)
+		slog.Info("stop", "cut", cut)
 		return nil
 	}
-	stop() // the first signal stops gracefully; a second one, at once
-	sdNotify("STOPPING=1")
-	wg.Wait()
-	removePID(pidf)
-	slog.Info("stop")
+	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
+	if signal.Stop(stopSeen); len(stopSeen) > 0 { // a stop during the reload, sent by one who read our pid, is for the new daemon too
+		slog.Info("passing the stop on", "pid", next)
+		syscall.Kill(next, syscall.SIGTERM)
+	}
 	return nil
 }
 
-// serve runs the pool on ln until ctx is done, then shuts down as net/http's
-// Shutdown does: stop accepting, let connections finish for up to grace,
-// then close whatever is left.
-func serve(ctx context.Context, ln net.Listener, workers, queue int, idle, grace time.Duration) {
-	hard, cut := context.WithCancel(context.Background()) // cut: the grace period is over
-	defer cut()
-	jobs := make(chan net.Conn, queue)
-	var wg sync.WaitGroup
+// serve runs the pool on ln, and on what the old daemon moves to us over
+// from, until stop delivers. nil is a stop, as net/http's Shutdown does it:
+// stop accepting, let connections finish for up to grace, then cut what is
+// left. At a reload it is our end of a socket pair to the new daemon, and
+// each connection moves there at its next safe point (传递文件描述符); grace
+// then bounds only a Write to a client that does not read.
+func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, workers, queue int, idle, grace time.Duration) (moved, cut int64) {
+	letGo, done := context.WithCancel(context.Background())
+	p := &pool{jobs: make(chan net.Conn, queue), idle: idle, letGo: letGo}
+	var busy, feeding sync.WaitGroup
 	for range workers {
-		wg.Go(func() { worker(hard, jobs, idle) })
+		busy.Go(p.worker)
 	}
-	context.AfterFunc(ctx, func() {
-		ln.Close()                 // new clients are refused, or, after a reload, wait in the backlog for the new daemon
-		time.AfterFunc(grace, cut) // the grace period starts now
-	})
-	accept(ln, jobs)
-	close(jobs)
-	wg.Wait()
+	feeding.Go(func() { accept(ln, p.jobs) })
+	if from != nil {
+		feeding.Go(func() {
+			if n := receive(from, p.jobs); n > 0 { // none at a first start
+				slog.Info("moved in", "conns", n)
+			}
+		})
+	}
+	go func() {
+		p.to = <-stop
+		defer ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
+		p.cutAt = time.Now().Add(grace)
+		if p.to == nil {
+			time.AfterFunc(grace, done)
+			return
+		}
+		p.to.SetWriteDeadline(p.cutAt) // a new daemon that stopped reading costs us grace at most
+		busy.Go(p.worker)              // one more, so queued connections move while every worker is in a Write
+		done()
+	}()
+	feeding.Wait()
+	close(p.jobs)
+	busy.Wait()
+	return p.moved.Load(), p.cut.Load()
 }
 
 // accept hands each new connection to the pool until ln is closed. When every
 // worker is busy and jobs is full, it waits on the send, and further clients
-// wait in the kernel's listen backlog: backpressure, not loss. This is the
-// post's ThreadPool<TASK>, without the singleton.
+// wait in the kernel's listen backlog: backpressure, not loss.
 func accept(ln net.Listener, jobs chan<- net.Conn) {
 	var delay time.Duration
 	for {
@@ -226,27 +257,52 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 			continue
 		}
 		delay = 0
-		jobs <- c // even as we shut down: a client we accepted is served, within grace
+		jobs <- c // even as we stop: a client we accepted is served, or moved
 	}
 }
 
-// worker serves connections from jobs one at a time, like one of the post's
-// pool threads. Its buffer is reused, so echoing allocates nothing; in make
-// bench, bulk echo costs 12% more CPU with 64 KiB and 50% more with 16 KiB.
-func worker(hard context.Context, jobs <-chan net.Conn, idle time.Duration) {
+// A pool is the post's ThreadPool<TASK>, without the singleton: workers that
+// serve the connections in jobs until it is closed. cutAt and to are set
+// before letGo is done, which tells the workers to let go of what they serve.
+type pool struct {
+	jobs       chan net.Conn
+	idle       time.Duration
+	letGo      context.Context
+	cutAt      time.Time     // when a Write in progress is cut
+	to         *net.UnixConn // where connections move; nil at a stop
+	moved, cut atomic.Int64
+}
+
+// worker serves connections one at a time, like one of the post's pool
+// threads. Its buffer is reused, so echoing allocates nothing; in make bench,
+// bulk echo costs 12% more CPU with 64 KiB and 50% more with 16 KiB.
+func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
-	for c := range jobs {
-		stop := context.AfterFunc(hard, func() { c.Close() }) // at once, if already cut
-		echo(c, buf, idle)
-		stop()
-		c.Close()
+	for c := range p.jobs {
+		wake := context.AfterFunc(p.letGo, func() {
+			c.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
+			c.SetWriteDeadline(p.cutAt)
+		})
+		err := echo(c, buf, p.idle, p.letGo)
+		wake()
+		if err == errLetGo && p.to != nil {
+			if err = send(p.to, c); err == nil {
+				p.moved.Add(1)
+			}
+		}
+		if err != nil && p.letGo.Err() != nil {
+			p.cut.Add(1) // e.g., its client stopped reading, or the new daemon died
+		}
+		c.Close() // after a move, the new daemon holds the socket
 	}
 }
 
-// echo sends back everything c sends until c half-closes (RFC 862). The
-// deadline makes a client that stops sending or stops reading give its
-// worker back after idle; without it, N silent clients stop N workers.
-func echo(c net.Conn, buf []byte, idle time.Duration) error {
+var errLetGo = errors.New("let go at a safe point")
+
+// echo sends back everything c sends until c half-closes (RFC 862), or letGo
+// is done. The deadline makes a client that stops sending or stops reading
+// give its worker back after idle; without it, N silent clients stop N workers.
+func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) error {
 	var moved time.Time
 	for {
 		// A deadline move is a timer update, 2.5% of a round trip: move it only
@@ -254,6 +310,12 @@ func echo(c net.Conn, buf []byte, idle time.Duration) error {
 		if now := time.Now(); now.Sub(moved) >= idle/8 {
 			c.SetDeadline(now.Add(idle + idle/8))
 			moved = now
+		}
+		// The safe point: all we read is written back, and what the client
+		// sends next waits in the kernel. Checked after the deadline move, which
+		// may have replaced the wake-up's.
+		if letGo.Err() != nil {
+			return errLetGo
 		}
 		nr, rerr := c.Read(buf)
 		if nr > 0 {
@@ -263,10 +325,53 @@ func echo(c net.Conn, buf []byte, idle time.Duration) error {
 		}
 		if rerr == io.EOF {
 			return nil // the client's FIN: everything before it is echoed
-		} else if rerr != nil {
+		} else if rerr != nil && letGo.Err() == nil {
 			return rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
+}
+
+// send moves c to the new daemon: SCM_RIGHTS (unix(7)) gives it a descriptor
+// for the same socket, whose unread bytes wait in the kernel.
+func send(to *net.UnixConn, c net.Conn) error {
+	return control(c, func(fd int) error {
+		_, _, err := to.WriteMsgUnix([]byte{1}, syscall.UnixRights(fd), nil) // a byte: an empty message reads as EOF
+		return err
+	})
+}
+
+// receive feeds jobs with the connections that the old daemon moves to us,
+// as accept does with new ones, until it has sent them all (EOF) or is gone.
+func receive(from *net.UnixConn, jobs chan<- net.Conn) (n int) {
+	oob := make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
+	for {
+		_, oobn, _, _, err := from.ReadMsgUnix(make([]byte, 1), oob) // with MSG_CMSG_CLOEXEC
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) != 1 {
+			return n
+		}
+		fds, _ := syscall.ParseUnixRights(&msgs[0])
+		for _, fd := range fds {
+			f := os.NewFile(uintptr(fd), "moved")
+			if c, err := net.FileConn(f); err == nil { // a copy of f
+				jobs <- c
+				n++
+			}
+			f.Close()
+		}
+	}
+}
+
+// control runs f on c's descriptor. Not c.File(): exec calls its Fd, which
+// makes the shared socket blocking, and our Accept or Read could then sleep
+// through our Close or deadline (golang/go#29277).
+func control(c any, f func(fd int) error) error {
+	sc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	cerr := sc.Control(func(fd uintptr) { err = f(int(fd)) })
+	return cmp.Or(cerr, err)
 }
 
 var notifyFailed sync.Once
@@ -280,6 +385,7 @@ func sdNotify(state string) {
 	}
 	c, err := net.Dial("unixgram", addr) // Go reads a leading @ as the abstract namespace, as systemd does
 	if err == nil {
+		c.SetWriteDeadline(time.Now().Add(time.Second)) // a manager that does not read must not stop us
 		_, err = c.Write([]byte(state))
 		c.Close()
 	}
@@ -291,11 +397,14 @@ func sdNotify(state string) {
 // lockPID opens path and flocks it. The lock passes to the daemon with the
 // descriptor and dies with it: a dead daemon's PID file is never locked.
 func lockPID(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) // no O_TRUNC: it may be another daemon's
-	if err != nil {
-		return nil, err
+	// No O_TRUNC: it may be another daemon's. No symlink either: root must
+	// not overwrite what one planted in a shared directory points at.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	if fi, _ := f.Stat(); errors.Is(err, syscall.ELOOP) || err == nil && (fi == nil || !fi.Mode().IsRegular()) {
+		err = fmt.Errorf("-pidfile %s: not a regular file (echod follows no symbolic link)", path)
+	} else if err == nil {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
-	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		who := "already running"
 		if pid, _ := os.ReadFile(path); len(strings.TrimSpace(string(pid))) > 0 {
@@ -321,17 +430,17 @@ func isAt(f *os.File) bool {
 	return os.SameFile(fi, at) // false if either is gone
 }
 
-// writePID writes our pid into the locked PID file in place: the lock is on
+// writePID writes pid into the locked PID file in place: the lock is on
 // this inode, and a reader (systemd, at a reload) never finds it empty.
-func writePID(f *os.File) error {
+func writePID(f *os.File, pid int) error {
 	if f == nil {
 		return nil
 	}
-	pid := []byte(strconv.Itoa(os.Getpid()) + "\n")
-	if _, err := f.WriteAt(pid, 0); err != nil {
+	b := []byte(strconv.Itoa(pid) + "\n")
+	if _, err := f.WriteAt(b, 0); err != nil {
 		return err
 	}
-	return f.Truncate(int64(len(pid)))
+	return f.Truncate(int64(len(b))) // a longer stale pid, 4194000, must not leave "0\n" behind
 }
 
 // removePID removes the PID file if it is still ours: after an rm, the path may be another daemon's.

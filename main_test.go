@@ -410,10 +410,11 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"-workers", "0"}, "echod: -workers must be > 0"},
 		{[]string{"-queue", "-1"}, "echod: -queue must be >= 0"},
-		{[]string{"-idle", "0s"}, "echod: -idle must be > 0"},
+		{[]string{"-idle", "0s"}, "echod: -idle must be > 0 and at most 100000h (echod -h lists the flags)\n"},
 		{[]string{"-grace", "-1s"}, "echod: -grace must be >= 0"},
 		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address"},
-		{[]string{"-pidfile", "x", "-log", "./x"}, "echod: -pidfile and -log must be different files"},
+		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
+		{[]string{"-idle", "2500000h"}, "echod: -idle must be > 0 and at most 100000h"},
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},
 		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
 	} {

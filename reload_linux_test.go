@@ -202,6 +202,7 @@ func TestReloadFails(t *testing.T) {
 		why          string
 	}{
 		{"exits", "#!/bin/sh\nexit 3\n", 0o755, "exit status 3"},
+		{"writes its pid, exits", "#!/bin/sh\necho $$ >&5\nexit 3\n", 0o755, "exit status 3"}, // fd 5: the PID file
 		{"not executable", "", 0o644, "permission denied"},
 		{"not echod", "#!/bin/sh\nexec sleep 60\n", 0o755, "no word from it in 10s"},
 	} {
@@ -268,8 +269,8 @@ func TestReloadSlowNewDaemon(t *testing.T) {
 }
 
 // TestReloadLogRotation renames the log, as logrotate does, and reloads: the
-// new daemon writes a new file at -log, and the renamed one ends with the old
-// daemon's stop line. Nothing is lost in between.
+// old daemon opens -log anew too, so the renamed file ends where the reload
+// began, and the new one has both daemons' lines. Nothing is lost in between.
 func TestReloadLogRotation(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
@@ -278,18 +279,35 @@ func TestReloadLogRotation(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
 	waitGone(t, pid)
-	old, _ := os.ReadFile(rotated)
-	lines := strings.Split(strings.TrimSpace(string(old)), "\n")
-	if want := fmt.Sprintf("msg=stop handed_over_to=%d", next); !strings.Contains(lines[len(lines)-1], want) {
-		t.Errorf("the rotated log ends %q, want %q", lines[len(lines)-1], want)
+	if old, _ := os.ReadFile(rotated); !strings.HasSuffix(string(old), fmt.Sprintf("msg=start addr=%s workers=64 pid=%d\n", addr, pid)) {
+		t.Errorf("the rotated log is %q, want only the old daemon's start", old)
 	}
-	if !strings.Contains(lines[0], fmt.Sprintf("msg=start addr=%s workers=64 pid=%d", addr, pid)) {
-		t.Errorf("the rotated log starts %q, want the old daemon's start", lines[0])
-	}
-	if now, _ := os.ReadFile(log); !bytes.HasPrefix(bytes.SplitN(now, []byte("\n"), 2)[0], []byte("time=")) ||
-		!bytes.Contains(now, fmt.Appendf(nil, "msg=start addr=%s workers=64 pid=%d", addr, next)) {
+	now := awaitLog(t, dir, fmt.Sprintf("msg=stop handed_over_to=%d", next))
+	if !strings.Contains(now, fmt.Sprintf("msg=start addr=%s workers=64 pid=%d", addr, next)) {
 		t.Errorf("the new log is %q, want the new daemon's start", now)
 	}
+}
+
+// TestReloadFailsAfterRotation renames the log and installs a broken binary,
+// then reloads with make: it prints the reason at once, from the new file at
+// -log, where the old daemon goes on logging; make stop then stops it.
+func TestReloadFailsAfterRotation(t *testing.T) {
+	dir := t.TempDir()
+	exe := installEchod(t, dir, echodBin, 0o755)
+	pid, _ := startFrom(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
+	os.Rename(filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1"))
+	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	begin := time.Now()
+	_, errOut, code := makeIn(t, dir, "reload")
+	if code == 0 || !strings.Contains(errOut, "reload failed") || time.Since(begin) > 3*time.Second {
+		t.Errorf("make reload: exit %d after %v, stderr %q; want the reason within 3s", code, time.Since(begin), errOut)
+	}
+	if _, errOut, code := makeIn(t, dir, "stop"); code != 0 {
+		t.Errorf("make stop: exit %d, %s", code, errOut)
+	}
+	waitGone(t, pid)
+	awaitLog(t, dir, "msg=stop")
 }
 
 // TestReloadTwice sends a second SIGHUP while the new daemon starts: it
@@ -341,6 +359,42 @@ func TestReloadThenStop(t *testing.T) {
 		fmt.Sscan(string(b), &next)
 		assertOnly(t, dir, next, addr)
 	})
+}
+
+// TestReloadStopPending holds the new daemon at start, stops the old one
+// (SIGSTOP, as a loaded machine would), lets the new one say ready, sends
+// SIGTERM and resumes the old one: whichever of the two it sees first, both
+// daemons stop, the PID file goes, and the log never says "serving on".
+func TestReloadStopPending(t *testing.T) {
+	for i := range 4 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			dir := t.TempDir()
+			pid, _, childPID := slowReload(t, dir)
+			syscall.Kill(pid, syscall.SIGSTOP)
+			os.Remove(filepath.Join(dir, "slow"))
+			child := readPID(t, childPID)
+			awaitLog(t, dir, fmt.Sprintf("pid=%d", child)) // its start line: it has written "ready"
+			syscall.Kill(pid, syscall.SIGTERM)
+			syscall.Kill(pid, syscall.SIGCONT)
+			t.Cleanup(func() {
+				if t.Failed() {
+					b, _ := os.ReadFile(filepath.Join(dir, "echod.log"))
+					t.Logf("log:\n%s", b)
+				}
+			})
+			waitGone(t, pid)
+			waitGone(t, child)
+			if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+				t.Error("PID file left behind")
+			}
+			if log := awaitLog(t, dir, "msg=stop"); strings.Contains(log, "serving on") {
+				t.Errorf("the log says the old daemon serves on:\n%s", log)
+			}
+			if left := running(dir); len(left) > 0 {
+				t.Errorf("left running: %v", left)
+			}
+		})
+	}
 }
 
 // TestMakeReload reloads through the Makefile: it waits for the new daemon

@@ -139,6 +139,38 @@ func TestNotifyFails(t *testing.T) {
 	}
 }
 
+// TestNotifyBlocked points NOTIFY_SOCKET at a manager that stopped reading,
+// its queue full: echod starts and serves in about a second, logs the
+// failure once, and still stops at SIGTERM.
+func TestNotifyBlocked(t *testing.T) {
+	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", rand.Uint64()))
+	fill, err := net.Dial("unixgram", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fill.Close()
+	for i := 0; ; i++ {
+		fill.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		if _, err := fill.Write([]byte("STATUS=filling")); err != nil {
+			break
+		} else if i == 100000 {
+			t.Fatal("the notify socket's queue never filled")
+		}
+	}
+	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.addr)
+	begin := time.Now()
+	s := start(t, cmd)
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("start-up took %v", d)
+	}
+	mustEcho(t, dial(t, s.addr), []byte("serving, though the manager does not read"))
+	s.stop(t, 5*time.Second)
+	if got := strings.Count(s.log(), "msg=sd_notify"); got != 1 {
+		t.Errorf("%d sd_notify failures logged, want 1:\n%s", got, s.log())
+	}
+}
+
 // freePort returns a loopback address that nothing listens on right now.
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
