@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests of 传递文件描述符: at a reload, open connections move to the new
+// daemon over a socket pair (SCM_RIGHTS), and their clients do not notice.
+
+// reloadOnce sends SIGHUP to pid and returns the daemon that took over, once
+// pid has exited.
+func reloadOnce(t *testing.T, dir string, pid int) int {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	return next
+}
+
+// roundTrip writes data on c and reads it back, checking every byte.
+func roundTrip(c net.Conn, data []byte) error {
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(data); werr <- err }()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, data) {
+		return fmt.Errorf("%w at byte %d", errCorrupt, firstDiff(got, data))
+	}
+	return <-werr
+}
+
+// TestMovePersistent keeps 16 connections doing random round trips, each
+// checked, across 5 reloads: none fails, and at the end the same client
+// sockets make round trips with the last daemon, the only one left. Every
+// daemon's log says how many it moved and took.
+func TestMovePersistent(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	conns := make([]*net.TCPConn, 16)
+	for i := range conns {
+		conns[i] = dial(t, addr)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	trips, failed := 0, []error{}
+	for _, c := range conns {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := roundTrip(c, random(1+mrand.IntN(8<<10)))
+				mu.Lock()
+				trips++
+				if err != nil {
+					failed = append(failed, err)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	for range 5 {
+		time.Sleep(100 * time.Millisecond) // a moment of traffic between reloads
+		pid = reloadOnce(t, dir, pid)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d round trips across 5 reloads, %d failed", trips, len(failed))
+	if len(failed) > 0 {
+		t.Fatalf("%d connections failed; first: %v", len(failed), failed[0])
+	}
+	assertOnly(t, dir, pid, addr)
+	for _, c := range conns {
+		if err := roundTrip(c, []byte("still here, with the last daemon")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := awaitLog(t, dir, "msg=stop handed_over_to")
+	if n := strings.Count(log, "moved=16 cut=0"); n != 5 {
+		t.Errorf("%d handovers moved 16 and cut none, want 5:\n%s", n, log)
+	}
+	if n := strings.Count(log, `msg="moved in" conns=16`); n != 5 {
+		t.Errorf("%d daemons took 16, want 5:\n%s", n, log)
+	}
+}
+
+// TestMoveStream writes 8 MiB at a steady pace across 2 reloads while it
+// reads the echo: every byte comes back, in order.
+func TestMoveStream(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	c := dial(t, addr)
+	done := make(chan error, 1)
+	go func() { // 64 KiB every 10ms: about 1.3s
+		done <- verify(c, random(8<<20), func() int { time.Sleep(10 * time.Millisecond); return 64 << 10 }, 32<<10, 0)
+	}()
+	for range 2 {
+		time.Sleep(300 * time.Millisecond)
+		pid = reloadOnce(t, dir, pid)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if log := awaitLog(t, dir, "msg=stop"); strings.Count(log, "moved=1 ") != 2 {
+		t.Errorf("the stream did not move at both reloads:\n%s", log)
+	}
+}
+
+// TestMoveInteractive types a line into nc, reloads, types another on the
+// same connection and ends the input: nc -N half-closes, both lines come
+// back, then the server's EOF ends nc.
+func TestMoveInteractive(t *testing.T) {
+	if _, err := exec.LookPath("nc"); err != nil {
+		t.Skip("no nc")
+	}
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	host, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("nc", "-N", host, port)
+	in, _ := cmd.StdinPipe()
+	outPipe, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := make(chan string, 2)
+	go func() {
+		for sc := bufio.NewScanner(outPipe); sc.Scan(); {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case got := <-lines:
+			if got != want {
+				t.Fatalf("nc printed %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %q from nc", want)
+		}
+	}
+	io.WriteString(in, "before the reload\n")
+	expect("before the reload")
+	reloadOnce(t, dir, pid)
+	io.WriteString(in, "after the reload\n")
+	expect("after the reload")
+	in.Close()
+	if _, open := <-lines; open {
+		t.Error("more output after the last line")
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("nc: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("nc did not end: no EOF from the server")
+	}
+}
+
+// TestMoveNonReader sends 16 MiB on one connection and never reads: the
+// only worker blocks in a Write, which cannot reach a safe point, so at a
+// reload it is cut after -grace. A healthy connection that waits for a
+// worker meanwhile moves at once, and the old daemon is gone within about
+// -grace.
+func TestMoveNonReader(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-grace", "1s", "-workers", "1")
+	stuck := dial(t, addr)
+	go stuck.Write(random(16 << 20)) // blocks once the buffers are full
+	poll(t, 5*time.Second, "the echo to the stuck client never filled its buffers", func() bool {
+		return sendQueue(addr, stuck.LocalAddr().String()) > 0 // the worker's Write waits
+	})
+	healthy := dial(t, addr)
+	healthy.Write([]byte("queued"))
+	begin := time.Now()
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	got := make([]byte, len("queued"))
+	if _, err := io.ReadFull(healthy, got); err != nil || string(got) != "queued" {
+		t.Fatalf("the queued client got %q, %v", got, err)
+	}
+	waitGone(t, pid)
+	if d := time.Since(begin); d < time.Second || d > 3*time.Second {
+		t.Errorf("the old daemon took %v to go, want about -grace (1s)", d)
+	}
+	if log := awaitLog(t, dir, "msg=stop"); !strings.Contains(log, fmt.Sprintf("handed_over_to=%d moved=1 cut=1", next)) {
+		t.Errorf("want one moved and one cut:\n%s", log)
+	}
+	stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, stuck); err != nil && !isReset(err) {
+		t.Errorf("the stuck connection: %v, want it closed", err)
+	}
+}
+
+// sendQueue returns how many bytes the TCP socket from local to remote
+// (127.0.0.1 both) has queued to send, from /proc/net/tcp; -1 if none is found.
+func sendQueue(local, remote string) int {
+	hex := func(a string) string {
+		_, port, _ := net.SplitHostPort(a)
+		var p int
+		fmt.Sscan(port, &p)
+		return fmt.Sprintf("0100007F:%04X", p)
+	}
+	b, _ := os.ReadFile("/proc/net/tcp")
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 4 && f[1] == hex(local) && f[2] == hex(remote) {
+			var tx int
+			fmt.Sscanf(f[4], "%x:", &tx)
+			return tx
+		}
+	}
+	return -1
+}
+
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
+
+// TestMoveQueued runs one worker: a held connection takes it, and three
+// clients that send "a" wait in the pool's channel, accepted but not
+// served. After a reload each sends "b" and half-closes; once the held one
+// ends, each gets "ab" from the new daemon.
+func TestMoveQueued(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-workers", "1")
+	held := dial(t, addr)
+	if err := roundTrip(held, []byte("h")); err != nil {
+		t.Fatal(err)
+	}
+	rest := fdCount(pid)
+	queued := make([]*net.TCPConn, 3)
+	for i := range queued {
+		queued[i] = dial(t, addr)
+		queued[i].Write([]byte("a"))
+	}
+	poll(t, 5*time.Second, "the three were not accepted", func() bool { return fdCount(pid) == rest+3 })
+	pid = reloadOnce(t, dir, pid)
+	for _, c := range queued {
+		c.Write([]byte("b"))
+		c.CloseWrite()
+	}
+	held.CloseWrite()
+	if b, err := io.ReadAll(held); err != nil || len(b) > 0 {
+		t.Fatalf("the held connection: %q, %v; want EOF", b, err)
+	}
+	for i, c := range queued {
+		if b, err := io.ReadAll(c); err != nil || string(b) != "ab" {
+			t.Errorf("queued client %d got %q, %v; want \"ab\"", i, b, err)
+		}
+	}
+	assertOnly(t, dir, pid, addr)
+}
+
+// TestMoveFailedReload keeps connections open across a reload that fails
+// (a binary that exits 3): nothing moves, and they go on with the old daemon.
+func TestMoveFailedReload(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	conns := []*net.TCPConn{dial(t, addr), dial(t, addr)}
+	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	syscall.Kill(pid, syscall.SIGHUP)
+	awaitLog(t, dir, "reload failed")
+	for _, c := range conns {
+		if err := roundTrip(c, []byte("still with the old daemon")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertOnly(t, dir, pid, addr)
+}
+
+// TestMoveLeaksNoDescriptor reloads 20 times with 16 connections open:
+// each new daemon holds as many descriptors as the first daemon did, one for
+// each connection it took, and no more.
+func TestMoveLeaksNoDescriptor(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir)
+	for range 16 {
+		c := dial(t, addr)
+		if err := roundTrip(c, []byte("open")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := fdCount(pid)
+	for range 20 {
+		pid = reloadOnce(t, dir, pid)
+	}
+	poll(t, 5*time.Second, "the last daemon did not take all 16", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "echod.log"))
+		return bytes.Count(b, []byte(`msg="moved in" conns=16`)) == 20
+	})
+	if n := fdCount(pid); n != first {
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		t.Errorf("%d descriptors after 20 reloads, %d before: %v", n, first, fds)
+	}
+}
+
+// TestMoveChain reloads twice while a connection is still on its way: A
+// waits on a client that does not read, B takes over and hands over to C at
+// once. When the client reads again, A finishes its Write, moves the
+// connection to B, and B moves it on to C: its 4 MiB all come back, and only
+// C is left.
+func TestMoveChain(t *testing.T) {
+	dir := t.TempDir()
+	a, addr := launchDaemon(t, dir)
+	c := dial(t, addr)
+	data := random(4 << 20)
+	werr := make(chan error, 1)
+	go func() { _, err := c.Write(data); werr <- err }()
+	poll(t, 5*time.Second, "the echo never filled the client's buffers", func() bool {
+		return sendQueue(addr, c.LocalAddr().String()) > 0
+	})
+	syscall.Kill(a, syscall.SIGHUP)
+	b := awaitReload(t, dir, a)
+	syscall.Kill(b, syscall.SIGHUP)
+	last := awaitReload(t, dir, b)
+	if !alive(a) {
+		t.Fatal("A did not wait for its Write")
+	}
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read %v; equal: %v", err, bytes.Equal(got, data))
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, a)
+	waitGone(t, b)
+	assertOnly(t, dir, last, addr)
+	if err := roundTrip(c, []byte("served by C")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMoveThenStop sends SIGTERM to the old daemon in the middle of a move,
+// while it waits on a client that does not read: the stop was meant for
+// whoever serves, so the new daemon stops too. Nothing is left running, the
+// PID file is gone, and every client sees its connection end.
+func TestMoveThenStop(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-grace", "1s")
+	stuck, healthy := dial(t, addr), dial(t, addr)
+	go stuck.Write(random(16 << 20))
+	poll(t, 5*time.Second, "the echo to the stuck client never filled its buffers", func() bool {
+		return sendQueue(addr, stuck.LocalAddr().String()) > 0
+	})
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	if err := roundTrip(healthy, []byte("moved")); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitGone(t, pid)
+	waitGone(t, next)
+	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+		t.Error("PID file left behind")
+	}
+	for _, c := range []*net.TCPConn{healthy, stuck} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+			t.Errorf("a client's connection did not end: %v", err)
+		}
+	}
+	if log := awaitLog(t, dir, "passing the stop on"); !strings.Contains(log, fmt.Sprintf("pid=%d", next)) {
+		t.Errorf("the log does not name the new daemon:\n%s", log)
+	}
+}
+
+// TestMoveToDeadEnd upgrades to a build that drops its end of the socket
+// pair, as a new daemon that died would: the old daemon cannot send, so it
+// cuts what it holds at once, says so once, and goes.
+func TestMoveToDeadEnd(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755), "-grace", "10s")
+	conns := []*net.TCPConn{dial(t, addr), dial(t, addr)}
+	for _, c := range conns {
+		if err := roundTrip(c, []byte("open")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := fmt.Sprintf("#!/bin/bash\nexec 6>&-\nexec -a \"$0\" %s \"$@\"\n", echodBin)
+	os.WriteFile(filepath.Join(dir, "script"), []byte(script), 0o755)
+	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	begin := time.Now()
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("the old daemon took %v to go, though it could send nothing", d)
+	}
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+			t.Errorf("a cut connection did not end: %v", err)
+		}
+	}
+	if log := awaitLog(t, dir, "msg=stop"); !strings.Contains(log, fmt.Sprintf("handed_over_to=%d moved=0 cut=2", next)) {
+		t.Errorf("want none moved and two cut:\n%s", log)
+	}
+	assertOnly(t, dir, next, addr)
+}
