@@ -193,7 +193,7 @@ func run(ln net.Listener, from *net.UnixConn, pidf, ready *os.File, hup <-chan o
 		return nil
 	}
 	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
-	if signal.Stop(stopSeen); len(stopSeen) > 0 { // a stop during the reload, sent by one who read our pid, is for the new daemon too
+	if signal.Stop(stopSeen); len(stopSeen) > 0 {                         // a stop during the reload, sent by one who read our pid, is for the new daemon too
 		slog.Info("passing the stop on", "pid", next)
 		syscall.Kill(next, syscall.SIGTERM)
 	}
