@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -19,24 +18,25 @@ import (
 )
 
 const (
-	listenerFD, readyFD, pidFD, movesFD = 3, 4, 5, 6 // in the daemon: ExtraFiles[i] is fd 3+i
-	// daemonEnv holds the inode of the pipe at readyFD: the handshake that
+	listenerFD, pairFD, pidFD = 3, 4, 5 // in the daemon: ExtraFiles[i] is fd 3+i
+	// daemonEnv holds the inode of the socket at pairFD: the handshake that
 	// makes a process the daemon, which a stray variable cannot fake.
 	daemonEnv = "_ECHOD_DAEMON"
 )
 
 func isDaemon() bool {
 	var st syscall.Stat_t
-	return syscall.Fstat(readyFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
+	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
 // only the calling thread, and the Go runtime always has several. For the
 // first start and every reload alike, it re-executes exe in dir with the
-// listener, the locked PID file, a pipe for the new daemon's word, and a
-// socket pair to move connections over. Once the daemon serves, it returns
-// its pid and our end of the pair. It kills one that fails, is silent for
-// 10s, or is still starting when ctx is done.
+// listener, the locked PID file and one end of a socket pair. On the pair the
+// new daemon says `ready`, or why it failed, and then takes the connections
+// we move to it. Once the daemon serves, startDaemon returns its pid and our
+// end of the pair. It kills one that fails, is silent for 10s, or is still
+// starting when ctx is done.
 func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf *os.File, logPath string) (pid int, to *net.UnixConn, err error) {
 	_, statErr := os.Stat(logPath)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o644) // by path: after logrotate renamed it, a new file
@@ -44,11 +44,11 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 		return 0, nil, err
 	}
 	defer logf.Close()
-	var moves net.Conn // our end of the socket pair
-	keepLog := false   // the daemon ended without a word: its log may say why
+	var pair net.Conn // our end
+	keepLog := false  // the daemon ended without a word: its log may say why
 	defer func() {
-		if err != nil && moves != nil {
-			moves.Close()
+		if err != nil && pair != nil {
+			pair.Close()
 		}
 		if err != nil && !keepLog && os.IsNotExist(statErr) {
 			os.Remove(logPath) // the error is on the terminal, or in the reloading daemon's log
@@ -64,39 +64,28 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	}
 	lnf := os.NewFile(uintptr(lnfd), "listener") // not ln's File(): see control
 	defer lnf.Close()
-	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET, 0) // one descriptor a message
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET, 0) // one message, one descriptor
 	if err != nil {
 		return 0, nil, err
 	}
-	ours, theirs := os.NewFile(uintptr(pair[0]), "moves"), os.NewFile(uintptr(pair[1]), "moves")
+	ours, theirs := os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair")
 	defer theirs.Close()
-	moves, err = net.FileConn(ours) // a copy, non-blocking: it takes a deadline
+	pair, err = net.FileConn(ours) // a copy, non-blocking: it takes a deadline
 	ours.Close()
 	if err != nil {
 		return 0, nil, err
 	}
-	// Close-on-exec for every descriptor we hold but these (a shell's fd 251,
-	// say), or the daemon would hold it open for good; ExtraFiles still pass.
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return 0, nil, errors.New("daemon mode needs /proc (-foreground works without)")
+	// Close-on-exec for every descriptor we hold (a shell's fd 251, say), or
+	// the daemon would hold it open for good; ExtraFiles still pass.
+	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOSE_RANGE_CLOEXEC)
+		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (-foreground works without): close_range: %v", e)
 	}
-	for _, e := range fds {
-		if fd, _ := strconv.Atoi(e.Name()); fd > 2 {
-			syscall.CloseOnExec(fd)
-		}
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, nil, err
-	}
-	defer r.Close()
-	var pipe syscall.Stat_t
-	syscall.Fstat(int(w.Fd()), &pipe)
+	var st syscall.Stat_t
+	syscall.Fstat(fds[1], &st)
 	cmd := exec.Command(exe)
 	cmd.Args, cmd.Dir = args, dir // a daemon starts where the first echod did, for its relative paths
-	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(pipe.Ino, 10))
-	cmd.ExtraFiles = []*os.File{lnf, w, pidf, theirs}
+	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(st.Ino, 10))
+	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
 
 	// ②自成会话: setsid() in the child before exec; a new process is no
@@ -109,18 +98,18 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	// the log rather than /dev/null, so a panic's trace is kept.
 	cmd.Stderr = logf
 
-	err = cmd.Start()
-	w.Close() // ours; the read below ends at EOF once the daemon is gone
-	if err != nil {
+	if err = cmd.Start(); err != nil {
 		return 0, nil, err
 	}
+	theirs.Close() // the daemon's now: our read below ends at EOF once it is gone
 	pid = cmd.Process.Pid
 	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
-	context.AfterFunc(ctx, func() { r.SetReadDeadline(time.Now()) })
-	msg, _ := io.ReadAll(r)
-	if string(msg) == readyMsg {
-		return pid, moves.(*net.UnixConn), nil
+	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) }) // we read from it only here
+	msg := make([]byte, 4096)
+	n, _ := pair.Read(msg)
+	if msg = msg[:n]; string(msg) == readyMsg {
+		return pid, pair.(*net.UnixConn), nil
 	}
 	cmd.Process.Kill() // nothing may be left running after a failed start
 	cmd.Wait()
@@ -149,29 +138,31 @@ func daemon(pidPath, dir, logPath string) error {
 	hup := make(chan os.Signal, 1) // holds one: SIGHUPs during a reload coalesce
 	signal.Notify(hup, syscall.SIGHUP)
 
-	ready := os.NewFile(readyFD, "ready")
 	var pidf *os.File
 	if pidPath != "" {
 		pidPath, _ = filepath.Abs(pidPath)
 		pidf = os.NewFile(pidFD, pidPath)
 	}
-	moves := os.NewFile(movesFD, "moves")
-	c, _ := net.FileConn(moves) // the old daemon's connections; an echod before 传递文件描述符 passes none
-	from, _ := c.(*net.UnixConn)
-	moves.Close()
+	f := os.NewFile(pairFD, "pair")
+	c, err := net.FileConn(f) // to the echod that started us
+	f.Close()
+	if err != nil {
+		return err
+	}
+	parent := c.(*net.UnixConn)
 	// ③更改工作目录
-	err := os.Chdir(dir)
+	err = os.Chdir(dir)
 	var ln net.Listener
 	if err == nil {
 		ln, err = listenerAt(listenerFD)
 	}
 	if err == nil {
-		err = run(ln, from, pidf, ready, hup, func(ctx context.Context) (int, *net.UnixConn) {
+		err = run(ln, parent, pidf, hup, func(ctx context.Context) (int, *net.UnixConn) {
 			return reload(ctx, ln, pidf, start, logPath)
 		})
 	}
 	if err != nil {
-		fmt.Fprintln(ready, err) // for our parent to print, if it still waits
+		fmt.Fprintln(parent, err) // for our parent to print, if it still waits
 	}
 	return err
 }

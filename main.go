@@ -95,7 +95,7 @@ func launch() (err error) {
 		return err // e.g., address already in use: still on the terminal
 	}
 	if *foreground {
-		return run(ln, nil, pidf, nil, nil, nil)
+		return run(ln, nil, pidf, nil, nil)
 	}
 	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -145,13 +145,13 @@ func listenerAt(fd int) (net.Listener, error) {
 
 const (
 	readyState = "READY=1\nMAINPID=%d" // MAINPID: a daemon is not the process that systemd started
-	readyMsg   = "ready\n"             // on a new daemon's readiness pipe; anything else, or EOF, is failure
+	readyMsg   = "ready\n"             // from a new daemon; anything else, or EOF, is failure
 )
 
-// run serves ln, and what the old daemon moves to us over from, until SIGTERM
-// or SIGINT or, in a daemon, until a reload on hup hands over to a new one.
-// ready is a daemon's pipe to the echod that started it.
-func run(ln net.Listener, from *net.UnixConn, pidf, ready *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
+// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on
+// hup hands over to a new one. A daemon says `ready` to the echod that started
+// it over parent, and then takes the connections that it moves to us.
+func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	stopSeen := make(chan os.Signal, 1) // read once signal.Stop has let every signal that reached us arrive
@@ -161,17 +161,16 @@ func run(ln net.Listener, from *net.UnixConn, pidf, ready *os.File, hup <-chan o
 	}
 	sdNotify(fmt.Sprintf(readyState, os.Getpid()))
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	if ready != nil {
-		if _, err := io.WriteString(ready, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
+	if parent != nil {
+		if _, err := io.WriteString(parent, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
-		ready.Close()
 	}
 	stopServing := make(chan *net.UnixConn, 1)
 	var moved, cut int64
 	var wg sync.WaitGroup
-	wg.Go(func() { moved, cut = serve(stopServing, ln, from, *workers, *queue, *idle, *grace) })
+	wg.Go(func() { moved, cut = serve(stopServing, ln, parent, *workers, *queue, *idle, *grace) })
 	next, to := 0, (*net.UnixConn)(nil) // the daemon that took over, and our socket pair to it
 	for next == 0 && ctx.Err() == nil {
 		select {

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if kind := os.Getenv(benchServerEnv); kind != "" {
 		benchServer(kind) // this process is a benchmark's server, see bench_test.go
 		return
+	} else if os.Getenv(deadEndEnv) != "" && isDaemon() {
+		deadEnd() // this process is a reload's new daemon, see move_linux_test.go
+		return
 	}
 	dir, err := os.MkdirTemp("", "echod-bin")
 	if err != nil {
