@@ -2,7 +2,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -70,8 +69,8 @@ func checkFlags() error {
 	return nil
 }
 
-// launch takes the PID file and the listener (a daemon, from the echod that
-// started it), then serves or starts the daemon. A failed start leaves no file.
+// launch takes the PID file and the listener, then serves or starts the
+// daemon. A failed start leaves no file.
 func launch() (err error) {
 	if isDaemon() && !*foreground {
 		return daemon(*pidPath, *dir, *logPath)
@@ -97,15 +96,25 @@ func launch() (err error) {
 	if *foreground {
 		return run(ln, nil, pidf, nil, nil)
 	}
-	// Ctrl-C or a closed terminal while we wait must not leave a daemon behind.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	_, statErr := os.Stat(*logPath)
+	logf, err := openLog(*logPath)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if fi, _ := logf.Stat(); err != nil && os.IsNotExist(statErr) && fi.Size() == 0 {
+			os.Remove(*logPath) // one the daemon wrote in, with a panic's trace, say, stays
+		}
+		logf.Close()
+	}()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP) // while we wait: leave no daemon
 	defer stop()
 	exe, err := exec.LookPath(os.Args[0]) // where we were started from: a reload runs what is there by then
 	if err != nil {
 		exe, _ = os.Executable() // e.g., a made-up argv[0]
 	}
 	exe, _ = filepath.Abs(exe)
-	pid, to, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, *logPath)
+	pid, to, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, logf)
 	if err == nil {
 		to.Close() // nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
@@ -128,8 +137,8 @@ func listen(address string) (net.Listener, error) {
 	return listenerAt(3)
 }
 
-// listenerAt takes the listening TCP socket at fd, where the service manager
-// or the echod that started us put it.
+// listenerAt takes the listening TCP socket that the service manager or the
+// echod that started us put at fd.
 func listenerAt(fd int) (net.Listener, error) {
 	listening, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
 	f := os.NewFile(uintptr(fd), "listener")
@@ -149,8 +158,8 @@ const (
 )
 
 // run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on
-// hup hands over to a new one. A daemon says `ready` to the echod that started
-// it over parent, and then takes the connections that it moves to us.
+// hup hands over to a new one. A daemon says `ready` over parent, the socket
+// pair to the echod that started it, and then takes connections from it.
 func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -167,32 +176,31 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	stopServing := make(chan *net.UnixConn, 1)
-	var moved, cut int64
-	var wg sync.WaitGroup
-	wg.Go(func() { moved, cut = serve(stopServing, ln, parent, *workers, *queue, *idle, *grace) })
-	next, to := 0, (*net.UnixConn)(nil) // the daemon that took over, and our socket pair to it
-	for next == 0 && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-hup: // never in the foreground, where hup is nil
-			next, to = reload(ctx)
+	stopServing, next := make(chan *net.UnixConn, 1), 0 // next: the daemon that took over
+	go func() {
+		var to *net.UnixConn // our socket pair to next; nil: a stop
+		for next == 0 && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-hup: // never in the foreground, where hup is nil
+				next, to = reload(ctx)
+			}
 		}
-	}
-	if next == 0 {
-		signal.Stop(stopSeen)
-		stop() // the first signal stops gracefully; a second one, at once
-		sdNotify("STOPPING=1")
-	}
-	stopServing <- to
-	wg.Wait()
+		if next == 0 {
+			signal.Stop(stopSeen)
+			stop() // the first signal stops gracefully; a second one, at once
+			sdNotify("STOPPING=1")
+		}
+		stopServing <- to
+	}()
+	moved, cut := serve(stopServing, ln, parent, *workers, *queue, *idle, *grace)
 	if next == 0 {
 		removePID(pidf)
 		slog.Info("stop", "cut", cut)
 		return nil
 	}
 	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
-	if signal.Stop(stopSeen); len(stopSeen) > 0 {                         // a stop during the reload, sent by one who read our pid, is for the new daemon too
+	if signal.Stop(stopSeen); len(stopSeen) > 0 {                         // a stop during the reload: whoever sent it read our pid
 		slog.Info("passing the stop on", "pid", next)
 		syscall.Kill(next, syscall.SIGTERM)
 	}
@@ -201,10 +209,9 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 
 // serve runs the pool on ln, and on what the old daemon moves to us over
 // from, until stop delivers. nil is a stop, as net/http's Shutdown does it:
-// stop accepting, let connections finish for up to grace, then cut what is
-// left. At a reload it is our end of a socket pair to the new daemon, and
-// each connection moves there at its next safe point (传递文件描述符); grace
-// then bounds only a Write to a client that does not read.
+// stop accepting, let connections finish for up to grace, cut the rest. At
+// a reload it is a socket pair to the new daemon, and each connection moves
+// there at its next safe point (传递文件描述符).
 func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, workers, queue int, idle, grace time.Duration) (moved, cut int64) {
 	letGo, done := context.WithCancel(context.Background())
 	p := &pool{jobs: make(chan net.Conn, queue), idle: idle, letGo: letGo}
@@ -214,11 +221,7 @@ func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, worke
 	}
 	feeding.Go(func() { accept(ln, p.jobs) })
 	if from != nil {
-		feeding.Go(func() {
-			if n := receive(from, p.jobs); n > 0 { // none at a first start
-				slog.Info("moved in", "conns", n)
-			}
-		})
+		feeding.Go(func() { receive(from, p.jobs) })
 	}
 	go func() {
 		p.to = <-stop
@@ -228,8 +231,8 @@ func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, worke
 			time.AfterFunc(grace, done)
 			return
 		}
-		p.to.SetWriteDeadline(p.cutAt) // a new daemon that stopped reading costs us grace at most
-		busy.Go(p.worker)              // one more, so queued connections move while every worker is in a Write
+		p.to.SetWriteDeadline(p.cutAt) // a new daemon that stopped reading costs us grace
+		busy.Go(p.worker)              // so queued ones move while every worker is in a Write
 		done()
 	}()
 	feeding.Wait()
@@ -247,9 +250,7 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 		c, err := ln.Accept()
 		if errors.Is(err, net.ErrClosed) {
 			return
-		} else if err != nil {
-			// e.g., EMFILE, out of descriptors: the post exits here and the
-			// daemon dies. Back off instead, 5ms doubling to 1s, as net/http does.
+		} else if err != nil { // e.g., EMFILE: the post exits; we back off, 5ms doubling to 1s, as net/http does
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			slog.Warn("accept", "err", err, "retry", delay)
 			time.Sleep(delay)
@@ -261,8 +262,8 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 }
 
 // A pool is the post's ThreadPool<TASK>, without the singleton: workers that
-// serve the connections in jobs until it is closed. cutAt and to are set
-// before letGo is done, which tells the workers to let go of what they serve.
+// serve the connections in jobs until it is closed, and let go of what they
+// serve once letGo is done, when cutAt and to are set.
 type pool struct {
 	jobs       chan net.Conn
 	idle       time.Duration
@@ -298,22 +299,18 @@ func (p *pool) worker() {
 
 var errLetGo = errors.New("let go at a safe point")
 
-// echo sends back everything c sends until c half-closes (RFC 862), or letGo
-// is done. The deadline makes a client that stops sending or stops reading
-// give its worker back after idle; without it, N silent clients stop N workers.
+// echo sends back what c sends until c half-closes (RFC 862), or letGo is
+// done. The deadline gives back the worker of a client that stops sending or
+// reading after idle; without it, N silent clients stop N workers.
 func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) error {
 	var moved time.Time
 	for {
-		// A deadline move is a timer update, 2.5% of a round trip: move it only
-		// every idle/8, idle/8 further, so a stalled client is cut in idle..9/8 idle.
+		// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
 		if now := time.Now(); now.Sub(moved) >= idle/8 {
 			c.SetDeadline(now.Add(idle + idle/8))
 			moved = now
 		}
-		// The safe point: all we read is written back, and what the client
-		// sends next waits in the kernel. Checked after the deadline move, which
-		// may have replaced the wake-up's.
-		if letGo.Err() != nil {
+		if letGo.Err() != nil { // the safe point: all we read is written back (after the deadline move, which may undo a wake-up)
 			return errLetGo
 		}
 		nr, rerr := c.Read(buf)
@@ -333,21 +330,26 @@ func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) err
 // send moves c to the new daemon: SCM_RIGHTS (unix(7)) gives it a descriptor
 // for the same socket, whose unread bytes wait in the kernel.
 func send(to *net.UnixConn, c net.Conn) error {
-	return control(c, func(fd int) error {
-		_, _, err := to.WriteMsgUnix([]byte{1}, syscall.UnixRights(fd), nil) // a byte: an empty message reads as EOF
-		return err
-	})
+	f, err := c.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
+	if err == nil {
+		_, _, err = to.WriteMsgUnix([]byte{1}, syscall.UnixRights(int(f.Fd())), nil) // a byte: an empty message reads as EOF
+		f.Close()
+	}
+	return err
 }
 
 // receive feeds jobs with the connections that the old daemon moves to us,
 // as accept does with new ones, until it has sent them all (EOF) or is gone.
-func receive(from *net.UnixConn, jobs chan<- net.Conn) (n int) {
+func receive(from *net.UnixConn, jobs chan<- net.Conn) {
 	oob := make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
-	for {
+	for n := 0; ; {
 		_, oobn, _, _, err := from.ReadMsgUnix(make([]byte, 1), oob) // with MSG_CMSG_CLOEXEC
 		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
 		if err != nil || len(msgs) != 1 {
-			return n
+			if n > 0 { // none at a first start
+				slog.Info("moved in", "conns", n)
+			}
+			return
 		}
 		fds, _ := syscall.ParseUnixRights(&msgs[0])
 		for _, fd := range fds {
@@ -361,22 +363,9 @@ func receive(from *net.UnixConn, jobs chan<- net.Conn) (n int) {
 	}
 }
 
-// control runs f on c's descriptor. Not c.File(): exec calls its Fd, which
-// makes the shared socket blocking, and our Accept or Read could then sleep
-// through our Close or deadline (golang/go#29277).
-func control(c any, f func(fd int) error) error {
-	sc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	cerr := sc.Control(func(fd uintptr) { err = f(int(fd)) })
-	return cmp.Or(cerr, err)
-}
-
 var notifyFailed sync.Once
 
-// sdNotify tells the service manager our state (sd_notify(3)), if it listens:
-// only the daemons that echod starts inherit $NOTIFY_SOCKET, as they must.
+// sdNotify tells the service manager our state (sd_notify(3)), if it listens.
 func sdNotify(state string) {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	if addr == "" {
@@ -396,9 +385,7 @@ func sdNotify(state string) {
 // lockPID opens path and flocks it. The lock passes to the daemon with the
 // descriptor and dies with it: a dead daemon's PID file is never locked.
 func lockPID(path string) (*os.File, error) {
-	// No O_TRUNC: it may be another daemon's. No symlink either: root must
-	// not overwrite what one planted in a shared directory points at.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644) // no O_TRUNC: it may be another daemon's
 	if fi, _ := f.Stat(); errors.Is(err, syscall.ELOOP) || err == nil && (fi == nil || !fi.Mode().IsRegular()) {
 		err = fmt.Errorf("-pidfile %s: not a regular file (echod follows no symbolic link)", path)
 	} else if err == nil {
@@ -422,7 +409,6 @@ func lockPID(path string) (*os.File, error) {
 	return f, nil
 }
 
-// isAt reports whether f is still the file at its path.
 func isAt(f *os.File) bool {
 	fi, _ := f.Stat()
 	at, _ := os.Stat(f.Name())
@@ -440,6 +426,12 @@ func writePID(f *os.File, pid int) error {
 		return err
 	}
 	return f.Truncate(int64(len(b))) // a longer stale pid, 4194000, must not leave "0\n" behind
+}
+
+// openLog opens the daemon's log to append, by path: after logrotate renamed
+// it, a new file.
+func openLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o644)
 }
 
 // removePID removes the PID file if it is still ours: after an rm, the path may be another daemon's.

@@ -24,13 +24,16 @@ var (
 	plainBin   string // echod without the race detector, for measuring CPU and memory
 )
 
+// standIn, where set, runs this process as a stand-in for another program if
+// the environment asks for one, and reports whether it did.
+var standIn func() bool
+
 func TestMain(m *testing.M) {
 	if kind := os.Getenv(benchServerEnv); kind != "" {
 		benchServer(kind) // this process is a benchmark's server, see bench_test.go
 		return
-	} else if os.Getenv(deadEndEnv) != "" && isDaemon() {
-		deadEnd() // this process is a reload's new daemon, see move_linux_test.go
-		return
+	} else if standIn != nil && standIn() {
+		return // this process stood in for a new daemon, see move_linux_test.go
 	}
 	dir, err := os.MkdirTemp("", "echod-bin")
 	if err != nil {

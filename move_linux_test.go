@@ -395,6 +395,16 @@ func TestMoveThenStop(t *testing.T) {
 
 const deadEndEnv = "ECHOD_TEST_DEAD_END"
 
+func init() {
+	standIn = func() bool {
+		if os.Getenv(deadEndEnv) == "" || !isDaemon() {
+			return false
+		}
+		deadEnd()
+		return true
+	}
+}
+
 // deadEnd is a new daemon that says `ready` and writes its pid as echod
 // does, but takes no connection: it shuts its end of the socket pair, as
 // one that died would, or it never reads, as one that hangs would. It waits
