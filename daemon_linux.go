@@ -147,8 +147,10 @@ func daemon(pidPath, dir, logPath string) error {
 			return reload(ctx, ln, pidf, start, logPath)
 		})
 	}
-	if _, werr := fmt.Fprintln(parent, err); err != nil && werr == nil {
-		return nil // our parent prints it, or logs it at a reload; not twice
+	if err != nil {
+		if _, werr := fmt.Fprintln(parent, err); werr == nil {
+			return nil // our parent prints it, or logs it at a reload; not twice
+		}
 	}
 	return err
 }

@@ -620,3 +620,27 @@ func TestMakeStop(t *testing.T) {
 		t.Error("make stop returned before the daemon was gone")
 	}
 }
+
+// TestDaemonDiesInStartUp starts a build whose daemon exits 3 at once, with
+// a trace on stderr or without a word: the start fails, and the log it
+// created stays only if the daemon wrote in it.
+func TestDaemonDiesInStartUp(t *testing.T) {
+	for _, tc := range []struct{ name, then, log string }{
+		{"with a trace", "echo 'panic: at start-up' >&2; exit 3", "panic: at start-up\n"},
+		{"without a word", "exit 3", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			exe, _ := slowStart(t, dir, tc.then)
+			cmd := exec.Command(exe, "-addr", "127.0.0.1:0", "-pidfile", "")
+			cmd.Dir = dir
+			_, errOut, code := runCmd(t, cmd)
+			if code != 1 || !strings.Contains(errOut, "ended in start-up without a word, exit status 3") {
+				t.Errorf("exit %d, stderr %q", code, errOut)
+			}
+			if b, err := os.ReadFile(filepath.Join(dir, "echod.log")); tc.log == "" && err == nil || tc.log != "" && string(b) != tc.log {
+				t.Errorf("the log holds %q, %v; want %q", b, err, tc.log)
+			}
+		})
+	}
+}
