@@ -30,12 +30,12 @@ func isDaemon() bool {
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
 // only the calling thread, and the Go runtime has several. For the first start
-// and every reload, it re-executes exe in dir with the listener, the locked
-// PID file and a socket pair, on which the new daemon says `ready` (or why
-// not) and takes the connections we move. It returns the daemon's pid and our
-// end of the pair, or kills one that fails, is silent for 10s, or is still
-// starting when ctx is done.
-func startDaemon(ctx context.Context, exe string, args []string, dir string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
+// and every reload, it runs the binary now where we were started from, in
+// dir, with the listener, the locked PID file and a socket pair, on which the
+// new daemon says `ready` (or why not) and takes the connections we move. It
+// returns the daemon's pid and our end of the pair, or kills one that fails,
+// is silent for 10s, or is still starting when ctx is done.
+func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
 	var pair net.Conn // our end
 	var lnfd int
 	defer func() {
@@ -71,8 +71,14 @@ func startDaemon(ctx context.Context, exe string, args []string, dir string, ln 
 	}
 	var st syscall.Stat_t
 	syscall.Fstat(fds[1], &st)
-	cmd := exec.Command(exe)
-	cmd.Args, cmd.Dir = args, dir // a daemon starts where the first echod did, for its relative paths
+	exe, err := exec.LookPath(os.Args[0]) // absolute in a daemon (below): a reload runs what is there by then
+	if err != nil {
+		slog.Warn("running this binary again", "err", err) // e.g., go run removed it, or a made-up argv[0]
+		exe = "/proc/self/exe"
+	}
+	exe, _ = filepath.Abs(exe)
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Dir = dir // a daemon starts where the first echod did, for its relative paths
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(st.Ino, 10))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
@@ -168,12 +174,7 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath 
 	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
-	exe := os.Args[0] // absolute (see launch)
-	if _, err := os.Stat(exe); err != nil {
-		slog.Warn("reload: running this binary again", "err", err) // e.g., go run removed it
-		exe = "/proc/self/exe"
-	}
-	pid, to, err := startDaemon(ctx, exe, os.Args, start, ln, pidf, os.Stderr)
+	pid, to, err := startDaemon(ctx, start, ln, pidf, os.Stderr)
 	if err != nil && ctx.Err() != nil {
 		slog.Info("reload stopped", "err", err) // we stop too
 	} else if err != nil {

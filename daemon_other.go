@@ -13,6 +13,6 @@ import (
 // run echod -foreground under the system's supervisor (launchd, rc.d).
 func isDaemon() bool                            { return false }
 func daemon(pidPath, dir, logPath string) error { return nil }
-func startDaemon(context.Context, string, []string, string, net.Listener, *os.File, *os.File) (int, *net.UnixConn, error) {
+func startDaemon(context.Context, string, net.Listener, *os.File, *os.File) (int, *net.UnixConn, error) {
 	return 0, nil, errors.New("daemon mode needs Linux; use -foreground")
 }

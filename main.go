@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,11 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -109,12 +107,7 @@ func launch() (err error) {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP) // while we wait: leave no daemon
 	defer stop()
-	exe, err := exec.LookPath(os.Args[0]) // where we were started from: a reload runs what is there by then
-	if err != nil {
-		exe, _ = os.Executable() // e.g., a made-up argv[0]
-	}
-	exe, _ = filepath.Abs(exe)
-	pid, to, err := startDaemon(ctx, exe, append([]string{exe}, os.Args[1:]...), "", ln, pidf, logf)
+	pid, to, err := startDaemon(ctx, "", ln, pidf, logf)
 	if err == nil {
 		to.Close() // nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
@@ -391,12 +384,10 @@ func lockPID(path string) (*os.File, error) {
 	} else if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		who := "already running"
-		if pid, _ := os.ReadFile(path); len(strings.TrimSpace(string(pid))) > 0 {
-			who += " as pid " + strings.TrimSpace(string(pid)) // empty while a daemon starts
-		}
-		err = fmt.Errorf("%s (%s is locked)", who, path)
+	if pid, _ := os.ReadFile(path); errors.Is(err, syscall.EWOULDBLOCK) && len(bytes.TrimSpace(pid)) > 0 {
+		err = fmt.Errorf("already running as pid %s (%s is locked)", bytes.TrimSpace(pid), path)
+	} else if errors.Is(err, syscall.EWOULDBLOCK) {
+		err = fmt.Errorf("already running (%s is locked)", path) // a daemon that starts has not written its pid yet
 	}
 	if err != nil {
 		f.Close()
