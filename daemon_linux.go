@@ -28,27 +28,19 @@ func isDaemon() bool {
 	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
 }
 
-// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies
-// only the calling thread, and the Go runtime has several. For the first start
-// and every reload, it runs the binary now where we were started from, in
-// dir, with the listener, the locked PID file and a socket pair, on which the
-// new daemon says `ready` (or why not) and takes the connections we move. It
-// returns the daemon's pid and our end of the pair, or kills one that fails,
-// is silent for 10s, or is still starting when ctx is done.
+// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only
+// the calling thread. For the first start and every reload, it runs the binary now
+// where we were started from, in dir, with the listener, the locked PID file and a
+// socket pair, on which the new daemon says `ready` (or why not) and takes what we
+// move. It kills one that fails, is silent for 10s, or is starting when ctx is done.
 func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
-	var pair net.Conn // our end
-	var lnfd int
-	defer func() {
-		if err != nil && pair != nil {
-			pair.Close()
-		}
-	}()
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
 	}
 	// Not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277).
 	sc, _ := ln.(*net.TCPListener).SyscallConn()
+	var lnfd int
 	if cerr := sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) }); err != nil || cerr != nil {
 		return 0, nil, cmp.Or(err, cerr)
 	}
@@ -59,20 +51,19 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 		return 0, nil, err
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair")
+	defer ours.Close()
 	defer theirs.Close()
-	pair, err = net.FileConn(ours) // a copy, non-blocking: it takes a deadline
-	ours.Close()
-	if err != nil {
-		return 0, nil, err
-	}
 	// Close-on-exec for all we hold (a shell's fd 251, say); ExtraFiles still pass.
 	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOSE_RANGE_CLOEXEC)
 		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (-foreground works without): close_range: %v", e)
 	}
 	var st syscall.Stat_t
 	syscall.Fstat(fds[1], &st)
-	exe, err := exec.LookPath(os.Args[0]) // absolute in a daemon (below): a reload runs what is there by then
-	if err != nil {
+	exe := os.Args[0] // absolute in a daemon (below): a reload runs what is there by then
+	if !strings.Contains(exe, "/") {
+		exe, _ = exec.LookPath(exe)
+	}
+	if _, err := os.Stat(exe); err != nil {
 		slog.Warn("running this binary again", "err", err) // e.g., go run removed it, or a made-up argv[0]
 		exe = "/proc/self/exe"
 	}
@@ -92,7 +83,12 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	// the log rather than /dev/null, so a panic's trace is kept.
 	cmd.Stderr = logf
 
+	pair, err := net.FileConn(ours) // our end: a copy, non-blocking, so it takes a deadline
+	if err != nil {
+		return 0, nil, err
+	}
 	if err = cmd.Start(); err != nil {
+		pair.Close()
 		return 0, nil, err
 	}
 	theirs.Close() // the daemon's now: our read ends at EOF once it is gone
@@ -105,6 +101,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	if msg = msg[:n]; string(msg) == readyMsg {
 		return pid, pair.(*net.UnixConn), nil
 	}
+	pair.Close()
 	cmd.Process.Kill() // nothing may be left running after a failed start
 	cmd.Wait()
 	if len(msg) > 0 {
@@ -115,8 +112,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", pid, cmd.ProcessState)
 }
 
-// daemon is the re-executed echod: it takes back what startDaemon passed,
-// finishes the four steps, and serves until SIGTERM or a reload's handover.
+// daemon is the re-executed echod: it takes what startDaemon passed, and finishes the four steps.
 func daemon(pidPath, dir, logPath string) error {
 	os.Unsetenv(daemonEnv)             // for us alone
 	start, _ := os.Getwd()             // where the first echod was started
@@ -161,8 +157,7 @@ func daemon(pidPath, dir, logPath string) error {
 	return err
 }
 
-// reload is 热重启: it starts a new daemon from the binary now at our start
-// path, as the first start did; 0 if it fails, and we serve on.
+// reload is 热重启: it starts a new daemon as the first start did; 0 if it fails, and we serve on.
 func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath string) (int, *net.UnixConn) {
 	// Our log, too, anew by path: after logrotate, a failure's reason goes to -log.
 	if f, err := openLog(logPath); err == nil {
@@ -180,7 +175,7 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath 
 	} else if err != nil {
 		writePID(pidf, os.Getpid()) // the failed daemon may have written its own
 		slog.Error("reload failed; serving on", "err", err)
-		sdNotify(fmt.Sprintf(readyState, os.Getpid()))
+		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
 	}
 	return pid, to
 }

@@ -433,13 +433,8 @@ func TestDaemonStrayEnvironment(t *testing.T) {
 // pid to child.pid, then runs then. echod is started through it; the test
 // kills what it leaves running.
 func slowStart(t *testing.T, dir, then string) (exe, pidfile string) {
-	return slowStartOf(t, echodBin, dir, then)
-}
-
-// slowStartOf is slowStart with the echod binary bin.
-func slowStartOf(t *testing.T, bin, dir, then string) (exe, pidfile string) {
 	exe, pidfile = filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
-	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, bin)
+	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, echodBin)
 	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

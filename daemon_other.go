@@ -9,8 +9,7 @@ import (
 	"os"
 )
 
-// Daemon mode needs Linux (close_range, in daemon_linux.go). Elsewhere,
-// run echod -foreground under the system's supervisor (launchd, rc.d).
+// Daemon mode needs Linux; elsewhere, run -foreground under launchd or rc.d.
 func isDaemon() bool                            { return false }
 func daemon(pidPath, dir, logPath string) error { return nil }
 func startDaemon(context.Context, string, net.Listener, *os.File, *os.File) (int, *net.UnixConn, error) {

@@ -2,7 +2,7 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,8 +68,7 @@ func checkFlags() error {
 	return nil
 }
 
-// launch takes the PID file and the listener, then serves or starts the
-// daemon. A failed start leaves no file.
+// launch takes the PID file and the listener, then serves or starts the daemon; a failed start leaves no file.
 func launch() (err error) {
 	if isDaemon() && !*foreground {
 		return daemon(*pidPath, *dir, *logPath)
@@ -115,8 +115,7 @@ func launch() (err error) {
 	return err
 }
 
-// listen returns the socket that the service manager passed (socket
-// activation, sd_listen_fds(3)), or else binds address.
+// listen takes the socket the service manager passed (sd_listen_fds(3)), or binds address.
 func listen(address string) (net.Listener, error) {
 	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
@@ -130,8 +129,7 @@ func listen(address string) (net.Listener, error) {
 	return listenerAt(3)
 }
 
-// listenerAt takes the listening TCP socket that the service manager or the
-// echod that started us put at fd.
+// listenerAt takes the listening TCP socket that the service manager or our parent put at fd.
 func listenerAt(fd int) (net.Listener, error) {
 	listening, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
 	f := os.NewFile(uintptr(fd), "listener")
@@ -145,10 +143,7 @@ func listenerAt(fd int) (net.Listener, error) {
 	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd)
 }
 
-const (
-	readyState = "READY=1\nMAINPID=%d" // MAINPID: a daemon is not the process that systemd started
-	readyMsg   = "ready\n"             // from a new daemon; anything else, or EOF, is failure
-)
+const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
 // run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on
 // hup hands over to a new one. A daemon says `ready` over parent, the socket
@@ -156,12 +151,10 @@ const (
 func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	stopSeen := make(chan os.Signal, 1) // read once signal.Stop has let every signal that reached us arrive
-	signal.Notify(stopSeen, syscall.SIGTERM, syscall.SIGINT)
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
-	sdNotify(fmt.Sprintf(readyState, os.Getpid()))
+	sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // MAINPID: a daemon is not what systemd started
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if parent != nil {
 		if _, err := io.WriteString(parent, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
@@ -180,7 +173,6 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 			}
 		}
 		if next == 0 {
-			signal.Stop(stopSeen)
 			stop() // the first signal stops gracefully; a second one, at once
 			sdNotify("STOPPING=1")
 		}
@@ -192,19 +184,22 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 		slog.Info("stop", "cut", cut)
 		return nil
 	}
-	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
-	if signal.Stop(stopSeen); len(stopSeen) > 0 {                         // a stop during the reload: whoever sent it read our pid
-		slog.Info("passing the stop on", "pid", next)
+	select { // a stop during the reload is for the new daemon too: whoever sent it read our pid
+	case <-ctx.Done():
+	case <-time.After(50 * time.Millisecond): // a handler the kernel has begun may take a moment to reach us
+	}
+	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut, "stop_passed_on", ctx.Err() != nil)
+	if ctx.Err() != nil {
 		syscall.Kill(next, syscall.SIGTERM)
 	}
 	return nil
 }
 
-// serve runs the pool on ln, and on what the old daemon moves to us over
-// from, until stop delivers. nil is a stop, as net/http's Shutdown does it:
-// stop accepting, let connections finish for up to grace, cut the rest. At
-// a reload it is a socket pair to the new daemon, and each connection moves
-// there at its next safe point (传递文件描述符).
+// serve runs the pool on ln, and on what the old daemon moves to us over from,
+// until stop delivers. nil stops as net/http's Shutdown does: stop accepting,
+// let connections finish for up to grace, cut the rest. At a reload it is a
+// socket pair to the new daemon: each connection moves there at its next safe
+// point (传递文件描述符).
 func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, workers, queue int, idle, grace time.Duration) (moved, cut int64) {
 	letGo, done := context.WithCancel(context.Background())
 	p := &pool{jobs: make(chan net.Conn, queue), idle: idle, letGo: letGo}
@@ -234,9 +229,8 @@ func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, worke
 	return p.moved.Load(), p.cut.Load()
 }
 
-// accept hands each new connection to the pool until ln is closed. When every
-// worker is busy and jobs is full, it waits on the send, and further clients
-// wait in the kernel's listen backlog: backpressure, not loss.
+// accept hands each new connection to the pool until ln is closed. With every worker
+// busy and jobs full, later clients wait in the listen backlog: backpressure, not loss.
 func accept(ln net.Listener, jobs chan<- net.Conn) {
 	var delay time.Duration
 	for {
@@ -254,9 +248,8 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 	}
 }
 
-// A pool is the post's ThreadPool<TASK>, without the singleton: workers that
-// serve the connections in jobs until it is closed, and let go of what they
-// serve once letGo is done, when cutAt and to are set.
+// A pool is the post's ThreadPool<TASK>, without the singleton: workers serve jobs
+// until it is closed, and let go of what they serve once letGo is done.
 type pool struct {
 	jobs       chan net.Conn
 	idle       time.Duration
@@ -266,9 +259,8 @@ type pool struct {
 	moved, cut atomic.Int64
 }
 
-// worker serves connections one at a time, like one of the post's pool
-// threads. Its buffer is reused, so echoing allocates nothing; in make bench,
-// bulk echo costs 12% more CPU with 64 KiB and 50% more with 16 KiB.
+// worker serves connections one at a time, like one of the post's pool threads. Its
+// buffer is reused: echo allocates nothing (in make bench, 16 KiB cost 50% more CPU).
 func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
 	for c := range p.jobs {
@@ -278,13 +270,10 @@ func (p *pool) worker() {
 		})
 		err := echo(c, buf, p.idle, p.letGo)
 		wake()
-		if err == errLetGo && p.to != nil {
-			if err = send(p.to, c); err == nil {
-				p.moved.Add(1)
-			}
-		}
-		if err != nil && p.letGo.Err() != nil {
-			p.cut.Add(1) // e.g., its client stopped reading, or the new daemon died
+		if err == errLetGo && p.to != nil && send(p.to, c) == nil {
+			p.moved.Add(1)
+		} else if err != nil && p.letGo.Err() != nil {
+			p.cut.Add(1) // e.g., its client stopped reading, or the new daemon is gone
 		}
 		c.Close() // after a move, the new daemon holds the socket
 	}
@@ -292,9 +281,8 @@ func (p *pool) worker() {
 
 var errLetGo = errors.New("let go at a safe point")
 
-// echo sends back what c sends until c half-closes (RFC 862), or letGo is
-// done. The deadline gives back the worker of a client that stops sending or
-// reading after idle; without it, N silent clients stop N workers.
+// echo sends back what c sends until c half-closes (RFC 862), or letGo is done. The
+// deadline frees the worker of a stalled client; without it, N silent clients stop N workers.
 func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) error {
 	var moved time.Time
 	for {
@@ -320,8 +308,7 @@ func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) err
 	}
 }
 
-// send moves c to the new daemon: SCM_RIGHTS (unix(7)) gives it a descriptor
-// for the same socket, whose unread bytes wait in the kernel.
+// send moves c: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
 func send(to *net.UnixConn, c net.Conn) error {
 	f, err := c.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
 	if err == nil {
@@ -331,8 +318,7 @@ func send(to *net.UnixConn, c net.Conn) error {
 	return err
 }
 
-// receive feeds jobs with the connections that the old daemon moves to us,
-// as accept does with new ones, until it has sent them all (EOF) or is gone.
+// receive feeds jobs, as accept does, with what the old daemon moves to us, until EOF.
 func receive(from *net.UnixConn, jobs chan<- net.Conn) {
 	oob := make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
 	for n := 0; ; {
@@ -360,23 +346,20 @@ var notifyFailed sync.Once
 
 // sdNotify tells the service manager our state (sd_notify(3)), if it listens.
 func sdNotify(state string) {
-	addr := os.Getenv("NOTIFY_SOCKET")
-	if addr == "" {
-		return
-	}
-	c, err := net.Dial("unixgram", addr) // Go reads a leading @ as the abstract namespace, as systemd does
-	if err == nil {
-		c.SetWriteDeadline(time.Now().Add(time.Second)) // a manager that does not read must not stop us
-		_, err = c.Write([]byte(state))
-		c.Close()
-	}
-	if err != nil {
-		notifyFailed.Do(func() { slog.Warn("sd_notify", "err", err) })
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		c, err := net.Dial("unixgram", addr) // Go reads a leading @ as the abstract namespace, as systemd does
+		if err == nil {
+			c.SetWriteDeadline(time.Now().Add(time.Second)) // a manager that does not read must not stop us
+			_, err = c.Write([]byte(state))
+			c.Close()
+		}
+		if err != nil {
+			notifyFailed.Do(func() { slog.Warn("sd_notify", "err", err) })
+		}
 	}
 }
 
-// lockPID opens path and flocks it. The lock passes to the daemon with the
-// descriptor and dies with it: a dead daemon's PID file is never locked.
+// lockPID opens and flocks path. The lock passes to the daemon and dies with it.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644) // no O_TRUNC: it may be another daemon's
 	if fi, _ := f.Stat(); errors.Is(err, syscall.ELOOP) || err == nil && (fi == nil || !fi.Mode().IsRegular()) {
@@ -384,10 +367,12 @@ func lockPID(path string) (*os.File, error) {
 	} else if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
-	if pid, _ := os.ReadFile(path); errors.Is(err, syscall.EWOULDBLOCK) && len(bytes.TrimSpace(pid)) > 0 {
-		err = fmt.Errorf("already running as pid %s (%s is locked)", bytes.TrimSpace(pid), path)
-	} else if errors.Is(err, syscall.EWOULDBLOCK) {
-		err = fmt.Errorf("already running (%s is locked)", path) // a daemon that starts has not written its pid yet
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		who := "already running"
+		if pid, _ := os.ReadFile(path); len(pid) > 0 { // empty while a daemon starts
+			who += " as pid " + strings.TrimSpace(string(pid))
+		}
+		err = fmt.Errorf("%s (%s is locked)", who, path)
 	}
 	if err != nil {
 		f.Close()
@@ -406,21 +391,17 @@ func isAt(f *os.File) bool {
 	return os.SameFile(fi, at) // false if either is gone
 }
 
-// writePID writes pid into the locked PID file in place: the lock is on
-// this inode, and a reader (systemd, at a reload) never finds it empty.
+// writePID writes pid in place: the lock is on this inode, and no reader finds it empty.
 func writePID(f *os.File, pid int) error {
 	if f == nil {
 		return nil
 	}
-	b := []byte(strconv.Itoa(pid) + "\n")
-	if _, err := f.WriteAt(b, 0); err != nil {
-		return err
-	}
-	return f.Truncate(int64(len(b))) // a longer stale pid, 4194000, must not leave "0\n" behind
+	b := fmt.Appendln(nil, pid)
+	_, err := f.WriteAt(b, 0)
+	return cmp.Or(err, f.Truncate(int64(len(b)))) // a longer stale pid, 4194000, must not leave "0\n" behind
 }
 
-// openLog opens the daemon's log to append, by path: after logrotate renamed
-// it, a new file.
+// openLog opens the daemon's log by path: after logrotate renamed it, a new file.
 func openLog(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o644)
 }

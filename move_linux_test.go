@@ -388,7 +388,7 @@ func TestMoveThenStop(t *testing.T) {
 			t.Errorf("a client's connection did not end: %v", err)
 		}
 	}
-	if log := awaitLog(t, dir, "passing the stop on"); !strings.Contains(log, fmt.Sprintf("pid=%d", next)) {
+	if log := awaitLog(t, dir, "msg=stop"); !strings.Contains(log, fmt.Sprintf("handed_over_to=%d moved=1 cut=1 stop_passed_on=true", next)) {
 		t.Errorf("the log does not name the new daemon:\n%s", log)
 	}
 }

@@ -246,9 +246,7 @@ func TestReloadBinaryGone(t *testing.T) {
 // remove dir/slow.
 func slowReload(t *testing.T, dir string) (pid int, addr, childPID string) {
 	t.Helper()
-	// Without the race detector: built with it, a daemon that we SIGSTOP and
-	// then send SIGTERM and SIGCONT lost the SIGTERM in 1 of 20 runs here.
-	exe, childPID := slowStartOf(t, plainBin, dir, "while [ -e slow ]; do sleep 0.01; done")
+	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
 	pid, addr = startFrom(t, dir, exe)
 	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
 	os.Remove(childPID)

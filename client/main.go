@@ -60,9 +60,8 @@ func main() {
 	}
 }
 
-// exchange sends line and returns the reply, reconnecting and resending
-// after a failure, up to -retries times -wait apart. So a line arrives at
-// least once, perhaps twice: harmless for echo, not for every protocol.
+// exchange sends line and returns the reply, resending after a failure, up to -retries times
+// -wait apart: a line arrives at least once, perhaps twice, harmless for echo only.
 func exchange(addr string, line []byte) ([]byte, error) {
 	reply, err := roundTrip(addr, line)
 	for try := 1; err != nil && try <= *retries; try++ {
@@ -73,9 +72,8 @@ func exchange(addr string, line []byte) ([]byte, error) {
 	return reply, err
 }
 
-// roundTrip is one connection, as in the post's client: connect, send, read
-// the reply until the server closes. It reads while it writes, as gopl's
-// netcat3 does: a line longer than the socket buffers would block both sides.
+// roundTrip is one connection, as the post's client makes: connect, send, read the reply.
+// It reads while it writes, as gopl's netcat3 does, or a long line would block both sides.
 func roundTrip(addr string, line []byte) ([]byte, error) {
 	nc, err := net.DialTimeout("tcp", addr, *timeout)
 	if err != nil {
