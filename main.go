@@ -184,13 +184,12 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 		slog.Info("stop", "cut", cut)
 		return nil
 	}
-	select { // a stop during the reload is for the new daemon too: whoever sent it read our pid
+	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
+	select {                                                              // a stop during the reload is for the new daemon too: whoever sent it read our pid
 	case <-ctx.Done():
-	case <-time.After(50 * time.Millisecond): // a handler the kernel has begun may take a moment to reach us
-	}
-	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut, "stop_passed_on", ctx.Err() != nil)
-	if ctx.Err() != nil {
+		slog.Info("passing the stop on", "pid", next)
 		syscall.Kill(next, syscall.SIGTERM)
+	case <-time.After(50 * time.Millisecond): // a handler the kernel has begun may take a moment to reach us
 	}
 	return nil
 }
