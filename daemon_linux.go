@@ -38,8 +38,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
 	}
-	// Not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277).
-	sc, _ := ln.(*net.TCPListener).SyscallConn()
+	sc, _ := ln.(*net.TCPListener).SyscallConn() // not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277)
 	var lnfd int
 	if cerr := sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) }); err != nil || cerr != nil {
 		return 0, nil, cmp.Or(err, cerr)
@@ -74,13 +73,11 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
 
-	// ②自成会话: setsid() in the child before exec, which no group leader is, so it
-	// succeeds. A session leader could gain a controlling terminal by opening one;
-	// echod never opens one, so it needs no second fork (daemon(7)).
+	// ②自成会话: setsid() in the child, which is no group leader, so it succeeds. A session leader
+	// could gain a terminal by opening one; echod opens none, so needs no second fork (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null. Stderr goes to
-	// the log rather than /dev/null, so a panic's trace is kept.
+	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null; stderr goes to the log, for a panic's trace.
 	cmd.Stderr = logf
 
 	pair, err := net.FileConn(ours) // our end: a copy, non-blocking, so it takes a deadline
@@ -118,10 +115,9 @@ func daemon(pidPath, dir, logPath string) error {
 	start, _ := os.Getwd()             // where the first echod was started
 	logPath, _ = filepath.Abs(logPath) // for a reload, from -dir
 
-	// ①忽略信号: SIGPIPE (see main), and the job-control signals, which stop us.
-	// SIGSTOP, which the post ignores, cannot be. SIGCHLD stays: ignored, a
-	// reload's Wait gets ECHILD. SIGHUP, which a closing terminal sends, means
-	// reload: a daemon has no terminal (daemon(7)).
+	// ①忽略信号: SIGPIPE (see main), and the job-control signals, which stop us. SIGSTOP, which the
+	// post ignores, cannot be. SIGCHLD stays: ignored, a reload's Wait gets ECHILD. SIGHUP, which a
+	// closing terminal sends, means reload: a daemon has no terminal (daemon(7)).
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	hup := make(chan os.Signal, 1) // holds one: SIGHUPs during a reload coalesce
 	signal.Notify(hup, syscall.SIGHUP)
@@ -163,8 +159,6 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath 
 	if f, err := openLog(logPath); err == nil {
 		syscall.Dup3(int(f.Fd()), 2, 0)
 		f.Close()
-	} else {
-		slog.Warn("reopening the log", "err", err)
 	}
 	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)

@@ -25,7 +25,7 @@ var (
 	workers    = flag.Int("workers", 64, "size of the fixed pool")
 	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections")
 	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
-	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT or a reload, how long connections in flight may finish")
+	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long connections may finish; at a reload, how long a Write may block a move")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
@@ -145,9 +145,8 @@ func listenerAt(fd int) (net.Listener, error) {
 
 const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
-// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on
-// hup hands over to a new one. A daemon says `ready` over parent, the socket
-// pair to the echod that started it, and then takes connections from it.
+// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on hup hands over.
+// A daemon says `ready` over parent, its socket pair to its starter, and takes connections from it.
 func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -185,8 +184,8 @@ func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Sig
 		return nil
 	}
 	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
-	select {                                                              // a stop during the reload is for the new daemon too: whoever sent it read our pid
-	case <-ctx.Done():
+	select {
+	case <-ctx.Done(): // a stop during the reload, from one who read our pid, is for the new daemon too
 		slog.Info("passing the stop on", "pid", next)
 		syscall.Kill(next, syscall.SIGTERM)
 	case <-time.After(50 * time.Millisecond): // a handler the kernel has begun may take a moment to reach us
@@ -211,9 +210,8 @@ func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, worke
 		feeding.Go(func() { receive(from, p.jobs) })
 	}
 	go func() {
-		p.to = <-stop
-		defer ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
-		p.cutAt = time.Now().Add(grace)
+		p.to, p.cutAt = <-stop, time.Now().Add(grace) // the time when stop delivers
+		defer ln.Close()                              // new clients are refused, or, at a reload, wait in the backlog for the new daemon
 		if p.to == nil {
 			time.AfterFunc(grace, done)
 			return
