@@ -415,10 +415,10 @@ func (c *container) show(t *testing.T, unit, prop string) string {
 	return c.must(t, "systemctl show -P "+prop+" "+unit)
 }
 
-// systemdRoot returns a Debian root file system with systemd, made once
-// with debootstrap (about a minute) and kept for later runs.
-func systemdRoot(t *testing.T) string {
-	root := "/var/cache/echod-test/bookworm"
+// systemdRoot returns a root file system of Debian suite with systemd,
+// made once with debootstrap (about a minute) and kept for later runs.
+func systemdRoot(t *testing.T, suite string) string {
+	root := "/var/cache/echod-test/" + suite
 	if _, err := os.Stat(filepath.Join(root, "usr/lib/systemd/systemd")); err == nil {
 		return root
 	}
@@ -435,8 +435,8 @@ func systemdRoot(t *testing.T) string {
 	tmp := root + ".tmp"
 	os.RemoveAll(tmp)
 	os.MkdirAll(filepath.Dir(root), 0o755)
-	t.Logf("debootstrap bookworm from %s into %s", mirror, root)
-	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps", "bookworm", tmp, mirror).CombinedOutput()
+	t.Logf("debootstrap %s from %s into %s", suite, mirror, root)
+	out, err := exec.Command("debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,procps", suite, tmp, mirror).CombinedOutput()
 	if err != nil {
 		t.Fatalf("debootstrap: %v\n%s", err, out[max(0, len(out)-2000):])
 	}
@@ -450,7 +450,7 @@ func systemdRoot(t *testing.T) string {
 // first moves itself into cgroups of its own, so that nspawn's land there
 // and can be removed afterwards. The container's root is the cached file
 // system under a tmpfs overlay, so nothing it writes is kept.
-func bootSystemd(t *testing.T) *container {
+func bootSystemd(t *testing.T, suite string) *container {
 	unavailable := func(format string, args ...any) {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf(format, args...)
@@ -465,7 +465,7 @@ func bootSystemd(t *testing.T) *container {
 			unavailable("no %s: apt-get install systemd-container debootstrap", tool)
 		}
 	}
-	root := systemdRoot(t)
+	root := systemdRoot(t, suite)
 	name := fmt.Sprintf("echod-test-%d", os.Getpid())
 	var cgroups []string
 	for _, h := range []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
@@ -553,27 +553,41 @@ func readmeUnits(t *testing.T) map[string]string {
 	return units
 }
 
-// TestSystemd runs echod under a real systemd, with each unit exactly as
-// README.md shows it: start, reload under clients, stop, socket activation,
-// and a start that fails.
+// TestSystemd runs echod under the systemd of Debian 12 (252) and of Debian
+// 13 (257), each in a container, with each unit exactly as README.md shows
+// it, hardening and all.
 func TestSystemd(t *testing.T) {
 	if !*withSystemd {
 		t.Skip("boots a container: make test-systemd")
 	}
+	for _, suite := range []string{"bookworm", "trixie"} {
+		t.Run(suite, func(t *testing.T) { testSystemd(t, suite) })
+	}
+}
+
+// testSystemd is TestSystemd under one suite's systemd: start, reload under
+// clients, an upgrade in place, log rotation, a reload that fails, stop,
+// socket activation, and a start that fails.
+func testSystemd(t *testing.T, suite string) {
 	units := readmeUnits(t)
-	c := bootSystemd(t)
-	for path, bin := range map[string]string{"/usr/local/bin/echod": plainBin, "/usr/local/bin/client": clientBin} {
+	c := bootSystemd(t, suite)
+	t.Logf("%s: %s", suite, c.must(t, "systemctl --version | head -1"))
+	// installBin puts bin at path in the container as a new file, as mv does.
+	installBin := func(t *testing.T, bin, path string) {
+		t.Helper()
 		f, err := os.Open(bin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("nsenter", "-t", strconv.Itoa(c.leader), "-a", "sh", "-c", "cat > "+path+" && chmod 755 "+path)
+		defer f.Close()
+		cmd := exec.Command("nsenter", "-t", strconv.Itoa(c.leader), "-a", "sh", "-c", "cat > "+path+".new && chmod 755 "+path+".new && mv "+path+".new "+path)
 		cmd.Stdin = f
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("installing %s: %v %s", path, err, out)
 		}
-		f.Close()
 	}
+	installBin(t, plainBin, "/usr/local/bin/echod")
+	installBin(t, clientBin, "/usr/local/bin/client")
 	install := func(t *testing.T, names ...string) {
 		t.Helper()
 		for _, name := range names {
@@ -641,8 +655,33 @@ func TestSystemd(t *testing.T) {
 				t.Errorf("MainPID %d, PID file %s", next, inFile)
 			}
 		}
+		// An upgrade in place: a new file at the path, then a reload runs it.
+		installBin(t, plainBin, "/usr/local/bin/echod")
+		next := reloadUnderClients(t, "echod-daemon")
+		if running, onDisk := c.must(t, fmt.Sprintf("stat -L -c %%i /proc/%d/exe", next)), c.must(t, "stat -c %i /usr/local/bin/echod"); running != onDisk {
+			t.Errorf("after the upgrade, MainPID %d runs inode %s, not the new file's %s", next, running, onDisk)
+		}
+		// Log rotation, as logrotate's create and postrotate do it.
+		c.must(t, "mv /var/log/echod/echod.log /var/log/echod/echod.log.1 && install -m 600 -o $(stat -c %u /var/log/echod/echod.log.1) /dev/null /var/log/echod/echod.log")
+		next = reloadUnderClients(t, "echod-daemon")
+		if log := c.must(t, "cat /var/log/echod/echod.log"); !strings.Contains(log, fmt.Sprintf("pid=%d", next)) || !strings.Contains(log, fmt.Sprintf("handed_over_to=%d", next)) {
+			t.Errorf("after rotation, the new log holds:\n%s", log)
+		}
+		// A reload that fails: systemctl reload says so, and the old daemon serves on.
+		c.must(t, "printf '#!/bin/sh\\nexit 3\\n' > /usr/local/bin/echod.new && chmod 755 /usr/local/bin/echod.new && mv /usr/local/bin/echod.new /usr/local/bin/echod")
+		if out, err := c.sh(t, "systemctl reload echod-daemon"); err == nil {
+			t.Errorf("systemctl reload of a broken binary succeeded: %s", out)
+		}
+		echo(t, "served on after a failed reload")
+		if main := c.show(t, "echod-daemon", "MainPID"); main != strconv.Itoa(next) {
+			t.Errorf("after a failed reload, MainPID %s, want %d", main, next)
+		}
+		installBin(t, plainBin, "/usr/local/bin/echod")
 		c.must(t, "systemctl stop echod-daemon")
-		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.HasSuffix(log, "msg=stop") {
+		if result := c.show(t, "echod-daemon", "Result"); result != "success" {
+			t.Errorf("stop: Result=%s", result)
+		}
+		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.Contains(log, "msg=stop") {
 			t.Errorf("stop was not graceful; the log ends %q", log)
 		}
 		if state := c.show(t, "echod-daemon", "ActiveState"); state != "inactive" {
@@ -667,7 +706,7 @@ func TestSystemd(t *testing.T) {
 		echo(t, "the daemon told systemd")
 		reloadUnderClients(t, "echod-daemon-notify")
 		c.must(t, "systemctl stop echod-daemon-notify")
-		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.HasSuffix(log, "msg=stop") {
+		if log := c.must(t, "tail -1 /var/log/echod/echod.log"); !strings.Contains(log, "msg=stop") {
 			t.Errorf("stop was not graceful; the log ends %q", log)
 		}
 		if result := c.show(t, "echod-daemon-notify", "Result"); result != "success" {
@@ -698,4 +737,37 @@ func TestSystemd(t *testing.T) {
 			t.Errorf("systemctl status does not show why:\n%s", status)
 		}
 	})
+}
+
+// TestUnitsExposure scores each service unit that README.md shows with
+// systemd-analyze security, offline, as an administrator who pastes it
+// would: none may be above 1.5.
+func TestUnitsExposure(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil && os.Getenv("CI") != "true" {
+		t.Skip("no systemd-analyze: apt-get install systemd")
+	}
+	dir := t.TempDir()
+	scored := 0
+	for path, unit := range readmeUnits(t) {
+		name := filepath.Base(path)
+		if !strings.HasSuffix(name, ".service") {
+			continue
+		}
+		os.WriteFile(filepath.Join(dir, name), []byte(unit), 0o644)
+		cmd := exec.Command("systemd-analyze", "security", "--offline=true", "--no-pager", name)
+		cmd.Dir = dir
+		out, _ := cmd.CombinedOutput()
+		var score float64
+		if i := strings.Index(string(out), "Overall exposure level for "+name+": "); i < 0 {
+			t.Errorf("%s: no score from systemd-analyze:\n%s", name, out)
+		} else if fmt.Sscan(string(out[i+len("Overall exposure level for "+name+": "):]), &score); score > 1.5 {
+			t.Errorf("%s: exposure %.1f, above 1.5:\n%s", name, score, out)
+		} else {
+			t.Logf("%s: exposure %.1f", name, score)
+			scored++
+		}
+	}
+	if scored != 4 {
+		t.Errorf("%d services scored, want the 4 that README.md shows", scored)
+	}
 }
