@@ -56,8 +56,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOSE_RANGE_CLOEXEC)
 		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (-foreground works without): close_range: %v", e)
 	}
-	var st syscall.Stat_t
-	syscall.Fstat(fds[1], &st)
+	fi, _ := theirs.Stat()
 	exe := os.Args[0] // absolute in a daemon (below): a reload runs what is there by then
 	if !strings.Contains(exe, "/") {
 		exe, _ = exec.LookPath(exe)
@@ -69,15 +68,15 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	exe, _ = filepath.Abs(exe)
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Dir = dir // a daemon starts where the first echod did, for its relative paths
-	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(st.Ino, 10))
+	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(fi.Sys().(*syscall.Stat_t).Ino, 10))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
-	// ①忽略信号 and ③更改工作目录 are the daemon's own (see daemon).
+	// ①忽略其他信号 and ③更改工作目录 are the daemon's own (see daemon).
 
 	// ②自成会话: setsid() in the child, which is no group leader, so it succeeds. A session leader
 	// could gain a terminal by opening one; echod opens none, so needs no second fork (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ④重定向标准输入输出: nil Stdin and Stdout are /dev/null; stderr goes to the log, for a panic's trace.
+	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr goes to the log, for a panic's trace.
 	cmd.Stderr = logf
 
 	pair, err := net.FileConn(ours) // our end: a copy, non-blocking, so it takes a deadline
@@ -115,7 +114,7 @@ func daemon(pidPath, dir, logPath string) error {
 	start, _ := os.Getwd()             // where the first echod was started
 	logPath, _ = filepath.Abs(logPath) // for a reload, from -dir
 
-	// ①忽略信号: SIGPIPE (see main), and the job-control signals, which stop us. SIGSTOP, which the
+	// ①忽略其他信号: SIGPIPE (see main), and the job-control signals, which stop us. SIGSTOP, which the
 	// post ignores, cannot be. SIGCHLD stays: ignored, a reload's Wait gets ECHILD. SIGHUP, which a
 	// closing terminal sends, means reload: a daemon has no terminal (daemon(7)).
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
@@ -134,8 +133,7 @@ func daemon(pidPath, dir, logPath string) error {
 		return err
 	}
 	parent := c.(*net.UnixConn)
-	// ③更改工作目录
-	err = os.Chdir(dir)
+	err = os.Chdir(dir) // ③更改工作目录
 	var ln net.Listener
 	if err == nil {
 		ln, err = listenerAt(listenerFD)

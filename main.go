@@ -134,13 +134,10 @@ func listenerAt(fd int) (net.Listener, error) {
 	listening, _ := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
 	f := os.NewFile(uintptr(fd), "listener")
 	defer f.Close() // the listener has a copy; the service manager keeps its own
-	ln, err := net.FileListener(f)
-	if _, tcp := ln.(*net.TCPListener); err == nil && tcp && listening == 1 {
+	if ln, err := net.FileListener(f); err == nil && listening == 1 && ln.Addr().Network() == "tcp" {
 		return ln, nil
-	} else if err == nil {
-		ln.Close()
 	}
-	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd)
+	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd) // and we exit
 }
 
 const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure

@@ -22,9 +22,8 @@ var (
 
 func main() {
 	flag.Parse()
-	host := strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]") // [::1], as echod prints it, or ::1
-	addr := net.JoinHostPort(host, flag.Arg(1))
-	_, _, err := net.SplitHostPort(addr) // what no retry can mend, e.g., a stray "]"
+	addr := net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]"), flag.Arg(1)) // [::1], as echod prints it
+	_, _, err := net.SplitHostPort(addr)                                                                 // what no retry can mend, e.g., a stray "]"
 	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 || *timeout <= 0 || *retries < 0 || *wait < 0 {
 		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
 		os.Exit(2)
@@ -38,7 +37,14 @@ func main() {
 		}
 		line, err := in.ReadBytes('\n')
 		if len(line) > 0 {
-			reply, err := exchange(addr, line)
+			// Reconnect and resend after a failure: a line arrives at least once,
+			// perhaps twice, which is harmless for echo only.
+			reply, err := roundTrip(addr, line)
+			for try := 1; err != nil && try <= *retries; try++ {
+				fmt.Fprintf(os.Stderr, "client: %v; retry %d of %d in %v\n", err, try, *retries, *wait)
+				time.Sleep(*wait)
+				reply, err = roundTrip(addr, line)
+			}
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "client: giving up on %s after %d retries: %v\n", addr, *retries, err)
 				os.Exit(1)
@@ -58,18 +64,6 @@ func main() {
 			os.Exit(1)
 		}
 	}
-}
-
-// exchange sends line and returns the reply, resending after a failure, up to -retries times
-// -wait apart: a line arrives at least once, perhaps twice, harmless for echo only.
-func exchange(addr string, line []byte) ([]byte, error) {
-	reply, err := roundTrip(addr, line)
-	for try := 1; err != nil && try <= *retries; try++ {
-		fmt.Fprintf(os.Stderr, "client: %v; retry %d of %d in %v\n", err, try, *retries, *wait)
-		time.Sleep(*wait)
-		reply, err = roundTrip(addr, line)
-	}
-	return reply, err
 }
 
 // roundTrip is one connection, as the post's client makes: connect, send, read the reply.
