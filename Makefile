@@ -51,8 +51,9 @@ test:
 	GOOS=freebsd $(GO) vet ./...
 	$(GO) test -race ./...
 
-# Boots a real systemd in a container and runs echod under the README's
-# units (root; a Debian root file system is made once, then cached).
+# Boots a real systemd, 252 (Debian 12) then 257 (Debian 13), in a container
+# and runs echod under the README's units (root; each Debian root file system
+# is made once, then cached).
 test-systemd:
 	$(GO) test -count=1 -run '^TestSystemd$$' -v -timeout 20m . -systemd
 
