@@ -61,6 +61,19 @@ func TestReadmesAgree(t *testing.T) {
 	if !slices.Equal(enTests, zhTests) {
 		t.Errorf("the flaws tables name different tests:\nREADME.md:       %v\nREADME.zh-CN.md: %v", enTests, zhTests)
 	}
+	en, zh := string(must(os.ReadFile("README.md"))), string(must(os.ReadFile("README.zh-CN.md")))
+	if a, b := headingLevels(en), headingLevels(zh); !slices.Equal(a, b) {
+		t.Errorf("the headings differ, section by section:\nREADME.md:       %v\nREADME.zh-CN.md: %v", a, b)
+	}
+	const post = "【Linux网络编程六】服务器守护进程化Daemon"
+	if !strings.Contains(en, post) || !strings.Contains(zh, post) {
+		t.Errorf("both READMEs must name the post, %s", post)
+	}
+	for i, part := range strings.Split(zh, "```") { // GitHub renders a newline between two Han characters as a space
+		if m := regexp.MustCompile(`\p{Han}\n\p{Han}`).FindString(part); i%2 == 0 && m != "" {
+			t.Errorf("README.zh-CN.md breaks a line inside a Chinese sentence: %q", m)
+		}
+	}
 	var code strings.Builder
 	for _, f := range must(os.ReadDir(".")) {
 		if strings.HasSuffix(f.Name(), "_test.go") {
@@ -72,6 +85,19 @@ func TestReadmesAgree(t *testing.T) {
 			t.Errorf("the READMEs name %s, which is no test", name)
 		}
 	}
+}
+
+// headingLevels returns the levels of a Markdown text's headings ("##", "###"), in order, outside code blocks.
+func headingLevels(md string) []string {
+	var levels []string
+	for i, part := range strings.Split(md, "\n```") {
+		for line := range strings.Lines(part) {
+			if level, _, ok := strings.Cut(line, " "); i%2 == 0 && ok && level != "" && strings.Trim(level, "#") == "" {
+				levels = append(levels, level)
+			}
+		}
+	}
+	return levels
 }
 
 // codeBlocks returns the fenced code blocks of a Markdown text.
