@@ -180,6 +180,7 @@ func TestClientTimeout(t *testing.T) {
 // TestClientSlowReply talks to a server that echoes a 100-byte line a byte
 // every 20ms, 2s in all: -timeout 500ms bounds a stall, so the reply arrives.
 func TestClientSlowReply(t *testing.T) {
+	t.Parallel() // it mostly waits: on the server's pace, or for -grace
 	addr := fakeServer(t, func(c net.Conn) {
 		defer c.Close()
 		b, _ := io.ReadAll(c)

@@ -193,6 +193,7 @@ func TestMoveInteractive(t *testing.T) {
 // worker meanwhile moves at once, and the old daemon is gone within about
 // -grace.
 func TestMoveNonReader(t *testing.T) {
+	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-grace", "1s", "-workers", "1")
 	stuck := dial(t, addr)
@@ -368,6 +369,7 @@ func TestMoveChain(t *testing.T) {
 // whoever serves, so the new daemon stops too. Nothing is left running, the
 // PID file is gone, and every client sees its connection end.
 func TestMoveThenStop(t *testing.T) {
+	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-grace", "1s")
 	stuck, healthy := dial(t, addr), dial(t, addr)
