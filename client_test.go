@@ -56,35 +56,43 @@ func TestClientGivesUp(t *testing.T) {
 	}
 }
 
-// TestClientReconnects stops the server between two lines and starts it
-// again on the same port: the client reconnects and resends.
-func TestClientReconnects(t *testing.T) {
-	s := startServer(t, "-grace", "100ms") // the client keeps its connection open
-	cmd := exec.Command(clientBin, append([]string{"-retries", "200", "-wait", "50ms"}, hostPort(t, s.addr)...)...)
-	stdin, _ := cmd.StdinPipe()
+// talk starts cmd, to be killed when the test ends, and returns its stdin,
+// the lines of its stdout, and expect, which waits up to 10s for the next
+// line and checks it.
+func talk(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, lines <-chan string, expect func(want string)) {
+	t.Helper()
+	stdin, _ = cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 2)
+	ch := make(chan string, 2)
 	go func() {
 		for sc := bufio.NewScanner(stdout); sc.Scan(); {
-			lines <- sc.Text()
+			ch <- sc.Text()
 		}
-		close(lines)
+		close(ch)
 	}()
-	expect := func(want string) {
+	return stdin, ch, func(want string) {
 		t.Helper()
 		select {
-		case got := <-lines:
+		case got := <-ch:
 			if got != want {
-				t.Fatalf("got %q, want %q", got, want)
+				t.Fatalf("%s printed %q, want %q", cmd.Path, got, want)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("no %q within 10s", want)
+			t.Fatalf("no %q from %s within 10s", want, cmd.Path)
 		}
 	}
+}
+
+// TestClientReconnects stops the server between two lines and starts it
+// again on the same port: the client reconnects and resends.
+func TestClientReconnects(t *testing.T) {
+	s := startServer(t, "-grace", "100ms") // the client keeps its connection open
+	cmd := exec.Command(clientBin, append([]string{"-retries", "200", "-wait", "50ms"}, hostPort(t, s.addr)...)...)
+	stdin, _, expect := talk(t, cmd)
 	stdin.Write([]byte("one\n"))
 	expect("one")
 	s.stop(t, 5*time.Second)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
@@ -142,30 +141,7 @@ func TestMoveInteractive(t *testing.T) {
 	pid, addr := launchDaemon(t, dir)
 	host, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command("nc", "-N", host, port)
-	in, _ := cmd.StdinPipe()
-	outPipe, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := make(chan string, 2)
-	go func() {
-		for sc := bufio.NewScanner(outPipe); sc.Scan(); {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	expect := func(want string) {
-		t.Helper()
-		select {
-		case got := <-lines:
-			if got != want {
-				t.Fatalf("nc printed %q, want %q", got, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("no %q from nc", want)
-		}
-	}
+	in, lines, expect := talk(t, cmd)
 	io.WriteString(in, "before the reload\n")
 	expect("before the reload")
 	reloadOnce(t, dir, pid)
