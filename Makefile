@@ -27,12 +27,12 @@ stop:
 	for i in $$(seq 100); do case "$$(ps -o stat= -p $$pid)" in ""|Z*) exit 0;; esac; sleep 0.1; done; \
 	echo "echod: pid $$pid still running after 10s" >&2; exit 1
 
-# Waits until a new daemon has taken over, or the log says why not.
+# Waits until the old daemon has handed over and gone (a failed new daemon
+# may have written its pid for a moment), or the log says why not.
 reload:
 	@$(DAEMON); logged=$$(stat -c %s echod.log 2>/dev/null || echo 0); kill -HUP $$pid; \
 	for i in $$(seq 150); do \
-	  new=$$(cat echod.pid 2>/dev/null); \
-	  if [ -n "$$new" ] && [ "$$new" != "$$pid" ]; then echo "echod: reloaded: pid $$pid, now $$new"; exit 0; fi; \
+	  case "$$(ps -o stat= -p $$pid)" in ""|Z*) echo "echod: reloaded: pid $$pid, now $$(cat echod.pid)"; exit 0;; esac; \
 	  if tail -c +$$((logged + 1)) echod.log 2>/dev/null | grep 'reload failed' >&2; then exit 1; fi; \
 	  sleep 0.1; done; \
 	echo "echod: pid $$pid did not reload in 15s; see echod.log" >&2; exit 1
