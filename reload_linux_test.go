@@ -408,7 +408,7 @@ func TestMakeReload(t *testing.T) {
 	if want := fmt.Sprintf("echod: reloaded: pid %d, now %d\n", pid, next); code != 0 || out != want {
 		t.Errorf("make reload: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
-	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\necho $$ >&5\nexit 3\n"), 0o755) // it writes its pid first
+	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\necho $$ >&5\nsleep 0.5\nexit 3\n"), 0o755) // it writes its pid first, then fails
 	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
 	_, errOut, code = makeIn(t, dir, "reload")
 	if code == 0 || !strings.Contains(errOut, "reload failed") || !strings.Contains(errOut, "exit status 3") {
