@@ -644,3 +644,19 @@ func TestDaemonDiesInStartUp(t *testing.T) {
 		})
 	}
 }
+
+// TestDaemonStartFailsLeavesLog starts echod with a -dir that does not exist
+// and a log that does: the reason goes to the terminal, once, and the log is
+// as it was, with no plain line in it that is not in its key=value form.
+func TestDaemonStartFailsLeavesLog(t *testing.T) {
+	dir := t.TempDir()
+	old := "time=2026-11-28T00:00:00.000Z level=INFO msg=stop\n"
+	os.WriteFile(filepath.Join(dir, "echod.log"), []byte(old), 0o644)
+	_, errOut, code := runEchod(t, dir, nil, "-dir", "/nonexistent")
+	if want := "echod: chdir /nonexistent: no such file or directory\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "echod.log")); string(b) != old {
+		t.Errorf("the log is now %q, want it as it was", b)
+	}
+}
