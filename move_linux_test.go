@@ -347,7 +347,7 @@ func TestMoveChain(t *testing.T) {
 func TestMoveThenStop(t *testing.T) {
 	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
-	pid, addr := launchDaemon(t, dir, "-grace", "1s")
+	pid, addr := launchDaemon(t, dir, "-grace", "3s") // long enough that the SIGTERM below lands while the old daemon waits
 	stuck, healthy := dial(t, addr), dial(t, addr)
 	go stuck.Write(random(16 << 20))
 	awaitStuck(t, addr, stuck)
