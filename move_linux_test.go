@@ -22,16 +22,6 @@ import (
 // The tests of 传递文件描述符: at a reload, open connections move to the new
 // daemon over a socket pair (SCM_RIGHTS), and their clients do not notice.
 
-// reloadOnce sends SIGHUP to pid and returns the daemon that took over, once
-// pid has exited.
-func reloadOnce(t *testing.T, dir string, pid int) int {
-	t.Helper()
-	syscall.Kill(pid, syscall.SIGHUP)
-	next := awaitReload(t, dir, pid)
-	waitGone(t, pid)
-	return next
-}
-
 // roundTrip writes data on c and reads it back, checking every byte.
 func roundTrip(c net.Conn, data []byte) error {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -267,8 +257,7 @@ func TestMoveFailedReload(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
 	conns := []*net.TCPConn{dial(t, addr), dial(t, addr)}
-	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
-	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	syscall.Kill(pid, syscall.SIGHUP)
 	awaitLog(t, dir, "reload failed")
 	for _, c := range conns {

@@ -29,6 +29,16 @@ func awaitReload(t *testing.T, dir string, old int) int {
 	return readPID(t, pidfile)
 }
 
+// reloadOnce sends SIGHUP to pid and returns the daemon that took over, once
+// pid has exited.
+func reloadOnce(t *testing.T, dir string, pid int) int {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	waitGone(t, pid)
+	return next
+}
+
 // awaitLog waits until dir's echod.log contains want, and returns the log.
 func awaitLog(t *testing.T, dir, want string) string {
 	t.Helper()
@@ -175,6 +185,17 @@ func installEchod(t *testing.T, dir, bin string, mode os.FileMode) string {
 	return exe
 }
 
+// installScript installs script as the binary that echod runs from, as
+// installEchod does: a broken build, say.
+func installScript(t *testing.T, dir, script string) {
+	t.Helper()
+	src := filepath.Join(dir, "script")
+	if err := os.WriteFile(src, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	installEchod(t, dir, src, 0o755)
+}
+
 // TestReloadUpgrade replaces the binary on disk with a new build, then
 // reloads: the new daemon runs the new file.
 func TestReloadUpgrade(t *testing.T) {
@@ -276,9 +297,7 @@ func TestReloadLogRotation(t *testing.T) {
 	pid, addr := launchDaemon(t, dir)
 	log, rotated := filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1")
 	os.Rename(log, rotated)
-	syscall.Kill(pid, syscall.SIGHUP)
-	next := awaitReload(t, dir, pid)
-	waitGone(t, pid)
+	next := reloadOnce(t, dir, pid)
 	if old, _ := os.ReadFile(rotated); !strings.HasSuffix(string(old), fmt.Sprintf("msg=start addr=%s workers=64 pid=%d\n", addr, pid)) {
 		t.Errorf("the rotated log is %q, want only the old daemon's start", old)
 	}
@@ -296,8 +315,7 @@ func TestReloadFailsAfterRotation(t *testing.T) {
 	exe := installEchod(t, dir, echodBin, 0o755)
 	pid, _ := startFrom(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
 	os.Rename(filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1"))
-	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
-	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	begin := time.Now()
 	_, errOut, code := makeIn(t, dir, "reload")
 	if code == 0 || !strings.Contains(errOut, "reload failed") || time.Since(begin) > 3*time.Second {
@@ -408,8 +426,7 @@ func TestMakeReload(t *testing.T) {
 	if want := fmt.Sprintf("echod: reloaded: pid %d, now %d\n", pid, next); code != 0 || out != want {
 		t.Errorf("make reload: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
-	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\necho $$ >&5\nsleep 0.5\nexit 3\n"), 0o755) // it writes its pid first, then fails
-	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	installScript(t, dir, "#!/bin/sh\necho $$ >&5\nsleep 0.5\nexit 3\n") // it writes its pid first, then fails
 	_, errOut, code = makeIn(t, dir, "reload")
 	if code == 0 || !strings.Contains(errOut, "reload failed") || !strings.Contains(errOut, "exit status 3") {
 		t.Errorf("make reload of a broken binary: exit %d, stderr %q", code, errOut)

@@ -115,8 +115,7 @@ func TestNotifyDaemon(t *testing.T) {
 	next := awaitReload(t, dir, pid)
 	n.expect(t, 10*time.Second, next, fmt.Sprintf("READY=1\nMAINPID=%d", next))
 
-	os.WriteFile(filepath.Join(dir, "script"), []byte("#!/bin/sh\nexit 3\n"), 0o755)
-	installEchod(t, dir, filepath.Join(dir, "script"), 0o755)
+	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	syscall.Kill(next, syscall.SIGHUP)
 	if got := n.next(t, 10*time.Second); got.pid != next || !strings.HasPrefix(got.state, "RELOADING=1\n") {
 		t.Errorf("sd_notify from pid %d: %q; want RELOADING=1 from %d", got.pid, got.state, next)
