@@ -221,11 +221,22 @@ func TestEchoHalfClose(t *testing.T) {
 	}
 }
 
+// TestMoreClientsThanWorkers connects 40 clients to 2 workers and a queue of 1.
+// The rest wait in the listen backlog: each connect completes at once, where a
+// backlog of 10, as in the post, keeps 11 and makes the 12th resend its SYN a
+// second later. Then every client is served.
 func TestMoreClientsThanWorkers(t *testing.T) {
 	s := startServer(t, "-workers", "2", "-queue", "1")
+	var conns []*net.TCPConn
+	begin := time.Now()
+	for range 40 {
+		conns = append(conns, dial(t, s.addr))
+	}
+	if d := time.Since(begin); d > 900*time.Millisecond {
+		t.Errorf("40 connects took %v; a full backlog makes a client wait 1s", d)
+	}
 	var wg sync.WaitGroup
-	for range 20 {
-		c := dial(t, s.addr)
+	for _, c := range conns {
 		wg.Go(func() { mustEcho(t, c, random(64<<10)) })
 	}
 	wg.Wait()
