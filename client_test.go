@@ -134,7 +134,7 @@ func TestClientPostServer(t *testing.T) {
 }
 
 func TestClientUsage(t *testing.T) {
-	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "70000"}, {"-retries"},
+	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "8080x"}, {"127.0.0.1", "70000"}, {"-retries"},
 		{"-retries", "-1", "127.0.0.1", "1"}, {"-wait", "-1s", "127.0.0.1", "1"}, {"-timeout", "0s", "127.0.0.1", "1"},
 		{"a]b", "1"}, {"[::1]]", "1"}} {
 		_, errOut, code := runClient(t, "", args...)

@@ -179,6 +179,16 @@ func TestDaemon(t *testing.T) {
 	}
 }
 
+// TestDaemonDefaultDir starts the daemon without -dir: step ③ still runs, to
+// "/", where the post's Run() calls Daemon() with its default "" and so keeps
+// the shell's directory, which then cannot be unmounted.
+func TestDaemonDefaultDir(t *testing.T) {
+	pid, _ := launchDaemon(t, t.TempDir())
+	if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
+		t.Errorf("cwd %q (%v), want /", cwd, err)
+	}
+}
+
 // TestDaemonLeavesTerminal starts echod from a terminal, as a user would, with
 // script(1). While the shell that started it still holds the terminal, the
 // daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
