@@ -443,13 +443,9 @@ func TestDaemonStrayEnvironment(t *testing.T) {
 // pid to child.pid, then runs then. echod is started through it; the test
 // kills what it leaves running.
 func slowStart(t *testing.T, dir, then string) (exe, pidfile string) {
-	exe, pidfile = filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
-	script := fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, echodBin)
-	if err := os.WriteFile(exe, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	installScript(t, dir, fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, echodBin))
 	cleanupDaemons(t, dir)
-	return exe, pidfile
+	return filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
 }
 
 // TestDaemonStartInterrupted presses Ctrl-C (SIGINT), closes the terminal

@@ -7,6 +7,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -169,18 +170,18 @@ func TestReloadUnderLoad(t *testing.T) {
 
 // installEchod puts a copy of bin in dir as the binary that echod runs from,
 // replacing what is there with a new file, as mv or a package manager does.
+// install(1) writes the copy: a file that this process had open for writing
+// could still be open in a child that another test forked and that has not
+// yet exec'd, and running the file would then fail with ETXTBSY (Go issue 22315).
 func installEchod(t *testing.T, dir, bin string, mode os.FileMode) string {
 	t.Helper()
 	exe := filepath.Join(dir, "echod")
-	b, err := os.ReadFile(bin)
-	if err == nil {
-		err = os.WriteFile(exe+".new", b, mode)
-	}
+	out, err := exec.Command("install", "-m", fmt.Sprintf("%o", mode), bin, exe+".new").CombinedOutput()
 	if err == nil {
 		err = os.Rename(exe+".new", exe)
 	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("installing %s: %v %s", bin, err, out)
 	}
 	return exe
 }
@@ -190,7 +191,7 @@ func installEchod(t *testing.T, dir, bin string, mode os.FileMode) string {
 func installScript(t *testing.T, dir, script string) {
 	t.Helper()
 	src := filepath.Join(dir, "script")
-	if err := os.WriteFile(src, []byte(script), 0o755); err != nil {
+	if err := os.WriteFile(src, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	installEchod(t, dir, src, 0o755)
@@ -236,7 +237,7 @@ func TestReloadFails(t *testing.T) {
 			src := echodBin
 			if tc.script != "" {
 				src = filepath.Join(dir, "script")
-				os.WriteFile(src, []byte(tc.script), 0o755)
+				os.WriteFile(src, []byte(tc.script), 0o644)
 			}
 			installEchod(t, dir, src, tc.mode)
 			syscall.Kill(pid, syscall.SIGHUP)
