@@ -218,15 +218,11 @@ func TestReloadUpgrade(t *testing.T) {
 // echod: each reload fails, says why in the log, and the old daemon serves
 // on, named by the PID file, with nothing else left running.
 func TestReloadFails(t *testing.T) {
-	for _, tc := range []struct {
-		name, script string
-		mode         os.FileMode
-		why          string
-	}{
-		{"exits", "#!/bin/sh\nexit 3\n", 0o755, "exit status 3"},
-		{"writes its pid, exits", "#!/bin/sh\necho $$ >&5\nexit 3\n", 0o755, "exit status 3"}, // fd 5: the PID file
-		{"not executable", "", 0o644, "permission denied"},
-		{"not echod", "#!/bin/sh\nexec sleep 60\n", 0o755, "no word from it in 10s"},
+	for _, tc := range []struct{ name, script, why string }{
+		{"exits", "#!/bin/sh\nexit 3\n", "exit status 3"},
+		{"writes its pid, exits", "#!/bin/sh\necho $$ >&5\nexit 3\n", "exit status 3"}, // fd 5: the PID file
+		{"not executable", "", "permission denied"},
+		{"not echod", "#!/bin/sh\nexec sleep 60\n", "no word from it in 10s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if strings.Contains(tc.script, "sleep") {
@@ -234,12 +230,11 @@ func TestReloadFails(t *testing.T) {
 			}
 			dir := t.TempDir()
 			pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
-			src := echodBin
 			if tc.script != "" {
-				src = filepath.Join(dir, "script")
-				os.WriteFile(src, []byte(tc.script), 0o644)
+				installScript(t, dir, tc.script)
+			} else {
+				installEchod(t, dir, echodBin, 0o644)
 			}
-			installEchod(t, dir, src, tc.mode)
 			syscall.Kill(pid, syscall.SIGHUP)
 			log := awaitLog(t, dir, "reload failed")
 			if !strings.Contains(log, tc.why) {
