@@ -69,6 +69,14 @@ func TestReadmesAgree(t *testing.T) {
 	if !strings.Contains(en, post) || !strings.Contains(zh, post) {
 		t.Errorf("both READMEs must name the post, %s", post)
 	}
+	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
+		if !strings.Contains(text, "CSDN") || !strings.Contains(text, "Linux网络编程") {
+			t.Errorf("%s must say where readers find the post: CSDN, the series Linux网络编程", name)
+		}
+		if m := regexp.MustCompile(`shared/|seed/|daemon-post|\.\./`).FindString(text); m != "" {
+			t.Errorf("%s points outside the repository (%q); a reader who clones echod has only the repository", name, m)
+		}
+	}
 	cjk := `[\p{Han}\x{3000}-\x{303f}\x{ff00}-\x{ffef}“”]` // Han or CJK punctuation: GitHub renders a newline between two as a space
 	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
 		for i, part := range strings.Split(text, "```") {
