@@ -77,6 +77,19 @@ func TestReadmesAgree(t *testing.T) {
 			t.Errorf("%s points outside the repository (%q); a reader who clones echod has only the repository", name, m)
 		}
 	}
+	if m := regexp.MustCompile("`(?:Test|Fuzz)[A-Za-z]+`, `").FindString(zh); m != "" {
+		t.Errorf("README.zh-CN.md lists tests with a comma (%q); a Chinese list takes 、", m)
+	}
+	if m := regexp.MustCompile(`\([^()（）\n]*[，。、；：][^()（）\n]*\)`).FindString(zh); m != "" {
+		t.Errorf("README.zh-CN.md mixes half-width parentheses with full-width punctuation: %q", m)
+	}
+	// Measured: a Go program drops an inherited SIG_IGN only where it installs a handler of
+	// its own; SIGTSTP, SIGTTIN and SIGTTOU stay ignored too (SigIgn 0000000000380003).
+	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
+		if m := regexp.MustCompile(`only for SIGHUP and SIGINT|只对 SIGHUP 和 SIGINT 保留`).FindString(text); m != "" {
+			t.Errorf("%s says a Go program keeps an inherited ignore %q; it keeps it for SIGTSTP, SIGTTIN and SIGTTOU too", name, m)
+		}
+	}
 	cjk := `[\p{Han}\x{3000}-\x{303f}\x{ff00}-\x{ffef}“”]` // Han or CJK punctuation: GitHub renders a newline between two as a space
 	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
 		for i, part := range strings.Split(text, "```") {
