@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // The tests of 传递文件描述符: at a reload, open connections move to the new
@@ -164,7 +166,7 @@ func TestMoveNonReader(t *testing.T) {
 	pid, addr := launchDaemon(t, dir, "-grace", "1s", "-workers", "1")
 	stuck := dial(t, addr)
 	go stuck.Write(random(16 << 20)) // blocks once the buffers are full
-	awaitStuck(t, addr, stuck)
+	awaitStuck(t, stuck)
 	healthy := dial(t, addr)
 	healthy.Write([]byte("queued"))
 	begin := time.Now()
@@ -187,31 +189,51 @@ func TestMoveNonReader(t *testing.T) {
 	}
 }
 
-// awaitStuck waits until the worker that serves c, a client of the daemon
-// at addr that does not read, is stuck in a Write: for half a second its
-// socket has the same bytes queued to send and to read (/proc/net/tcp), so
-// it neither writes nor reads. (The kernel may still make room for a little
-// more after a moment, by compacting the client's receive queue.)
-func awaitStuck(t *testing.T, addr string, c net.Conn) {
+// awaitStuck waits until the worker that serves c, a client that does not
+// read, is stuck in a Write: each side's window is shut, and for half a second
+// not a byte has moved either way, so the worker neither writes nor reads. It
+// asks the kernel about c alone (TCP_INFO), never about the machine's other
+// sockets. (The kernel may still make room for a little more after a moment,
+// by compacting the client's receive queue: hence the half second.)
+func awaitStuck(t *testing.T, c *net.TCPConn) {
 	t.Helper()
-	hex := func(a string) string {
-		_, port, _ := net.SplitHostPort(a)
-		var p int
-		fmt.Sscan(port, &p)
-		return fmt.Sprintf("0100007F:%04X", p) // 127.0.0.1
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
 	}
-	held, last := 0, ""
+	var last [2]uint64
+	since := time.Now()
 	poll(t, 10*time.Second, "the worker never got stuck in a Write", func() bool {
-		b, _ := os.ReadFile("/proc/net/tcp")
-		for line := range strings.Lines(string(b)) {
-			if f := strings.Fields(line); len(f) > 4 && f[1] == hex(addr) && f[2] == hex(c.LocalAddr().String()) {
-				if held++; f[4] != last || strings.Contains(f[4], ":00000000") || strings.HasPrefix(f[4], "00000000:") {
-					held, last = 0, f[4]
-				}
-			}
+		info := tcpInfo(t, raw)
+		moved := [2]uint64{binary.NativeEndian.Uint64(info[120:]), binary.NativeEndian.Uint64(info[128:])} // tcpi_bytes_acked, tcpi_bytes_received
+		shut := moved[1] > 0
+		if len(info) >= 232 { // tcpi_snd_wnd (Linux 5.4): the daemon takes nothing more, so it does not read
+			shut = shut && binary.NativeEndian.Uint32(info[228:]) == 0
 		}
-		return held >= 50
+		if len(info) >= 236 { // tcpi_rcv_wnd (Linux 6.2): we take nothing more, so its Write cannot finish
+			shut = shut && binary.NativeEndian.Uint32(info[232:]) == 0
+		}
+		if !shut || moved != last {
+			last, since = moved, time.Now()
+		}
+		return shut && time.Since(since) >= 500*time.Millisecond
 	})
+}
+
+// tcpInfo returns the kernel's struct tcp_info for the socket, as long as
+// this kernel's is.
+func tcpInfo(t *testing.T, raw syscall.RawConn) []byte {
+	t.Helper()
+	b := make([]byte, 512)
+	n := uint32(len(b))
+	var errno syscall.Errno
+	raw.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO, uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&n)), 0)
+	})
+	if errno != 0 || n < 136 { // up to tcpi_bytes_received (Linux 4.1)
+		t.Fatalf("TCP_INFO: %d bytes, %v", n, errno)
+	}
+	return b[:n]
 }
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
@@ -306,7 +328,7 @@ func TestMoveChain(t *testing.T) {
 	data := random(16 << 20)
 	werr := make(chan error, 1)
 	go func() { _, err := c.Write(data); werr <- err }()
-	awaitStuck(t, addr, c)
+	awaitStuck(t, c)
 	syscall.Kill(a, syscall.SIGHUP)
 	b := awaitReload(t, dir, a)
 	syscall.Kill(b, syscall.SIGHUP)
@@ -339,7 +361,7 @@ func TestMoveThenStop(t *testing.T) {
 	pid, addr := launchDaemon(t, dir, "-grace", "3s") // long enough that the SIGTERM below lands while the old daemon waits
 	stuck, healthy := dial(t, addr), dial(t, addr)
 	go stuck.Write(random(16 << 20))
-	awaitStuck(t, addr, stuck)
+	awaitStuck(t, stuck)
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
 	if err := roundTrip(healthy, []byte("moved")); err != nil {
