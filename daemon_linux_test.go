@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,9 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 // (see running): a daemon that the test started, and any that a reload
 // started.
 func cleanupDaemons(t *testing.T, dir string) {
+	if !canList() {
+		t.Skip("needs /proc/PID/task/TID/children (a kernel with CONFIG_PROC_CHILDREN), to find the daemons it starts")
+	}
 	t.Cleanup(func() {
 		for _, pid := range running(dir) {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -83,25 +87,56 @@ func waitGone(t testing.TB, pid int) {
 	poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool { return !alive(pid) })
 }
 
-// running lists the live processes, other than the test, whose command line
-// or open files name marker: a daemon holds its log and PID file open.
+func init() {
+	adopt = func() {
+		if _, _, err := syscall.RawSyscall(syscall.SYS_PRCTL, 36, 1, 0); err != 0 { // 36: PR_SET_CHILD_SUBREAPER
+			fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+// running lists the live processes whose command line or open files name
+// marker: a daemon holds its log and PID file open. It looks at the test's
+// own processes only, never at the machine's: this process is a subreaper
+// (see adopt), so a daemon whose parent has exited is the test's child, not
+// init's.
 func running(marker string) []int {
 	var found []int
-	paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range paths {
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		b, _ := os.ReadFile(p)
-		fds, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "fd", "*"))
+	for _, pid := range descendants(os.Getpid()) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
 		for _, fd := range fds {
 			link, _ := os.Readlink(fd)
 			b = append(append(b, 0), link...)
 		}
-		if bytes.Contains(b, []byte(marker)) && pid != os.Getpid() && alive(pid) {
+		if bytes.Contains(b, []byte(marker)) && alive(pid) {
 			found = append(found, pid)
 		}
 	}
 	return found
 }
+
+// descendants lists pid's children, their children, and so on.
+func descendants(pid int) []int {
+	var all []int
+	for next := []int{pid}; len(next) > 0; next = next[1:] {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", next[0])) // each thread's own
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for _, field := range strings.Fields(string(b)) {
+				child, _ := strconv.Atoi(field)
+				all, next = append(all, child), append(next, child)
+			}
+		}
+	}
+	return all
+}
+
+var canList = sync.OnceValue(func() bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid()))
+	return err == nil
+})
 
 func readPID(t testing.TB, path string) int {
 	t.Helper()
@@ -135,8 +170,8 @@ func TestDaemon(t *testing.T) {
 	if st[2] != strconv.Itoa(pid) || st[2] == self[2] {
 		t.Errorf("process group %s, want its own (%d); the test's is %s", st[2], pid, self[2])
 	}
-	if st[1] == strconv.Itoa(os.Getpid()) {
-		t.Errorf("ppid %s: still the test's child", st[1])
+	if st[1] != strconv.Itoa(os.Getpid()) { // the test is a subreaper (see adopt)
+		t.Errorf("ppid %s, want the test's (%d): once the parent that printed has exited, its orphan is the test's, a subreaper", st[1], os.Getpid())
 	}
 	link := func(name string) string { l, _ := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name)); return l }
 	for name, want := range map[string]string{

@@ -28,12 +28,19 @@ var (
 // the environment asks for one, and reports whether it did.
 var standIn func() bool
 
+// adopt, where set, makes this process adopt what its children leave
+// running, so that the tests find it among their own (see running).
+var adopt func()
+
 func TestMain(m *testing.M) {
 	if kind := os.Getenv(benchServerEnv); kind != "" {
 		benchServer(kind) // this process is a benchmark's server, see bench_test.go
 		return
 	} else if standIn != nil && standIn() {
 		return // this process stood in for a new daemon, see move_linux_test.go
+	}
+	if adopt != nil {
+		adopt()
 	}
 	dir, err := os.MkdirTemp("", "echod-bin")
 	if err != nil {
