@@ -104,10 +104,14 @@ func benchServer(kind string) {
 		os.Exit(1)
 	}
 	fmt.Println(ln.Addr())
-	stop := make(chan *net.UnixConn)
-	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }() // a closed stop delivers nil: a stop
+	stop := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	if kind == "pool" {
-		serve(stop, ln, nil, 64, 64, time.Minute, time.Second)
+		p := newPool(64, 64, time.Minute)
+		served := p.serve(ln, nil, nil, nil)
+		<-stop
+		p.stop(ln, nil, time.Second)
+		<-served
 		return
 	}
 	go func() { <-stop; ln.Close() }()

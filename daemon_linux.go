@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -29,11 +30,11 @@ func isDaemon() bool {
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only
-// the calling thread. For the first start and every reload, it runs the binary now
-// where we were started from, in dir, with the listener, the locked PID file and a
-// socket pair, on which the new daemon says `ready` (or why not) and takes what we
-// move. It kills one that fails, is silent for 10s, or is starting when ctx is done.
-func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
+// the calling thread. For the first start and every reload, it runs argv (every path
+// in it absolute) with the listener, the locked PID file and a socket pair, on which
+// the new daemon says `ready` (or why not) and takes what we move. One that fails, is
+// silent for 10s, or is starting when ctx is done, it kills with all it started.
+func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
@@ -57,17 +58,13 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (-foreground works without): close_range: %v", e)
 	}
 	fi, _ := theirs.Stat()
-	exe := os.Args[0] // absolute in a daemon (below): a reload runs what is there by then
-	if !strings.Contains(exe, "/") {
-		exe, _ = exec.LookPath(exe)
-	}
+	exe := argv[0] // a reload runs what is at the path by then
 	if _, err := os.Stat(exe); err != nil {
-		slog.Warn("running this binary again", "err", err) // e.g., go run removed it, or a made-up argv[0]
+		slog.Warn("running this binary again", "err", err) // e.g., go run removed it
 		exe = "/proc/self/exe"
 	}
-	exe, _ = filepath.Abs(exe)
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Dir = dir // a daemon starts where the first echod did, for its relative paths
+	cmd := exec.Command(exe, argv[1:]...)
+	cmd.Args[0] = argv[0] // for the next reload, which may find an upgrade there
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(fi.Sys().(*syscall.Stat_t).Ino, 10))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略其他信号 and ③更改工作目录 are the daemon's own (see daemon).
@@ -89,7 +86,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	}
 	theirs.Close() // the daemon's now: our read ends at EOF once it is gone
 	pid = cmd.Process.Pid
-	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
+	ctx, cancel := context.WithTimeoutCause(ctx, answerWithin, fmt.Errorf("no word from it in %v", answerWithin))
 	defer cancel()
 	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) }) // we read from it only here
 	msg := make([]byte, 4096)
@@ -98,7 +95,7 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 		return pid, pair.(*net.UnixConn), nil
 	}
 	pair.Close()
-	cmd.Process.Kill() // nothing may be left running after a failed start
+	syscall.Kill(-pid, syscall.SIGKILL) // its process group (it is a session leader): a wrapper's children too
 	cmd.Wait()
 	if len(msg) > 0 {
 		return 0, nil, errors.New(strings.TrimSpace(string(msg))) // the daemon's own words
@@ -108,22 +105,38 @@ func startDaemon(ctx context.Context, dir string, ln net.Listener, pidf, logf *o
 	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", pid, cmd.ProcessState)
 }
 
+// firstArgs is the first daemon's command line: this binary and the flags, with every
+// path absolute, so that no reload needs the directory echod was started from.
+func firstArgs() []string {
+	exe := os.Args[0]
+	if !strings.Contains(exe, "/") {
+		exe, _ = exec.LookPath(exe) // as the shell found us
+	}
+	exe, _ = filepath.Abs(exe)
+	argv := []string{exe}
+	flag.VisitAll(func(f *flag.Flag) {
+		v, isPath := f.Value.String(), f.Name == "dir" || f.Name == "log" || f.Name == "pidfile"
+		if isPath && v != "" {
+			v, _ = filepath.Abs(v)
+		}
+		if isPath || v != f.DefValue {
+			argv = append(argv, "-"+f.Name+"="+v)
+		}
+	})
+	return argv
+}
+
 // daemon is the re-executed echod: it takes what startDaemon passed, and finishes the four steps.
 func daemon(pidPath, dir, logPath string) error {
-	os.Unsetenv(daemonEnv)             // for us alone
-	start, _ := os.Getwd()             // where the first echod was started
-	logPath, _ = filepath.Abs(logPath) // for a reload, from -dir
+	os.Unsetenv(daemonEnv) // for us alone
 
 	// ①忽略其他信号: SIGPIPE (see main), and the job-control signals, which stop us. SIGSTOP, which the
 	// post ignores, cannot be. SIGCHLD stays: ignored, a reload's Wait gets ECHILD. SIGHUP, which a
-	// closing terminal sends, means reload: a daemon has no terminal (daemon(7)).
+	// closing terminal sends, means reload (see run): a daemon has no terminal (daemon(7)).
 	signal.Ignore(syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
-	hup := make(chan os.Signal, 1) // holds one: SIGHUPs during a reload coalesce
-	signal.Notify(hup, syscall.SIGHUP)
 
 	var pidf *os.File
 	if pidPath != "" {
-		pidPath, _ = filepath.Abs(pidPath)
 		pidf = os.NewFile(pidFD, pidPath)
 	}
 	f := os.NewFile(pairFD, "pair")
@@ -139,9 +152,7 @@ func daemon(pidPath, dir, logPath string) error {
 		ln, err = listenerAt(listenerFD)
 	}
 	if err == nil {
-		err = run(ln, parent, pidf, hup, func(ctx context.Context) (int, *net.UnixConn) {
-			return reload(ctx, ln, pidf, start, logPath)
-		})
+		err = run(ln, parent, pidf, func(ctx context.Context) successor { return reload(ctx, ln, pidf, logPath) })
 	}
 	if err != nil {
 		if _, werr := fmt.Fprintln(parent, err); werr == nil {
@@ -151,9 +162,9 @@ func daemon(pidPath, dir, logPath string) error {
 	return err
 }
 
-// reload is 热重启: it starts a new daemon as the first start did; 0 if it fails, and we serve on.
-func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath string) (int, *net.UnixConn) {
-	// Our log, too, anew by path: after logrotate, a failure's reason goes to -log.
+// reload is 热重启: it starts a new daemon as the first start did.
+func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string) successor {
+	// Our log, too, anew by path: after logrotate, a failure's reason, and the new daemon, go to -log.
 	if f, err := openLog(logPath); err == nil {
 		syscall.Dup3(int(f.Fd()), 2, 0)
 		f.Close()
@@ -161,13 +172,6 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, start, logPath 
 	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
-	pid, to, err := startDaemon(ctx, start, ln, pidf, os.Stderr)
-	if err != nil && ctx.Err() != nil {
-		slog.Info("reload stopped", "err", err) // we stop too
-	} else if err != nil {
-		writePID(pidf, os.Getpid()) // the failed daemon may have written its own
-		slog.Error("reload failed; serving on", "err", err)
-		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
-	}
-	return pid, to
+	pid, to, err := startDaemon(ctx, os.Args, ln, pidf, os.Stderr)
+	return successor{pid, to, err}
 }

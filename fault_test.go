@@ -188,7 +188,7 @@ var inProcess = sync.OnceValue(func() string {
 	if err != nil {
 		panic(err)
 	}
-	go serve(nil, ln, nil, 4, 4, 10*time.Second, time.Second) // a nil stop: it serves until the tests end
+	newPool(4, 4, 10*time.Second).serve(ln, nil, nil, nil) // it serves until the tests end
 	return ln.Addr().String()
 })
 

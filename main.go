@@ -21,11 +21,12 @@ import (
 )
 
 var (
-	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
-	workers    = flag.Int("workers", 64, "size of the fixed pool")
-	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections")
-	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
-	grace      = flag.Duration("grace", 5*time.Second, "on SIGTERM/SIGINT, how long connections may finish; at a reload, how long a Write may block a move")
+	addr    = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
+	workers = flag.Int("workers", 64, "size of the fixed pool (1 to 10000: each has a 32 KiB buffer)")
+	queue   = flag.Int("queue", 64, "capacity of the channel of accepted connections (0 to 100000)")
+	idle    = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
+	grace   = flag.Duration("grace", 5*time.Second,
+		"on SIGTERM/SIGINT, how long connections may finish; at a reload, how long a Write may block a move")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
@@ -56,10 +57,10 @@ func checkFlags() error {
 		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	case err != nil:
 		return fmt.Errorf("-addr: %v", err)
-	case *workers < 1:
-		return errors.New("-workers must be > 0")
-	case *queue < 0:
-		return errors.New("-queue must be >= 0")
+	case *workers < 1 || *workers > 10000:
+		return errors.New("-workers must be 1 to 10000")
+	case *queue < 0 || *queue > 100000:
+		return errors.New("-queue must be 0 to 100000")
 	case *idle <= 0 || *idle > 100000*time.Hour: // idle + idle/8 must not overflow
 		return errors.New("-idle must be > 0 and at most 100000h")
 	case *grace < 0:
@@ -92,7 +93,7 @@ func launch() (err error) {
 		return err // e.g., address already in use: still on the terminal
 	}
 	if *foreground {
-		return run(ln, nil, pidf, nil, nil)
+		return run(ln, nil, pidf, nil)
 	}
 	_, statErr := os.Stat(*logPath)
 	logf, err := openLog(*logPath)
@@ -107,7 +108,7 @@ func launch() (err error) {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP) // while we wait: leave no daemon
 	defer stop()
-	pid, to, err := startDaemon(ctx, "", ln, pidf, logf)
+	pid, to, err := startDaemon(ctx, firstArgs(), ln, pidf, logf)
 	if err == nil {
 		to.Close() // nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
@@ -140,92 +141,191 @@ func listenerAt(fd int) (net.Listener, error) {
 	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd) // and we exit
 }
 
-const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
+const (
+	readyMsg     = "ready\n"        // from a new daemon; anything else, or EOF, is failure
+	answerWithin = 10 * time.Second // for a new daemon to say ready, and to take what we move
+)
 
-// run serves ln until SIGTERM or SIGINT or, in a daemon, until a reload on hup hands over.
-// A daemon says `ready` over parent, its socket pair to its starter, and takes connections from it.
-func run(ln net.Listener, parent *net.UnixConn, pidf *os.File, hup <-chan os.Signal, reload func(context.Context) (int, *net.UnixConn)) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+// A successor is the new daemon a reload starts, once it has said ready, or failed to.
+type successor struct {
+	pid int
+	to  *net.UnixConn // our socket pair to it
+	err error
+}
+
+// passedOn is a stop that our predecessor passed on over the socket pair: no second signal.
+type passedOn struct{}
+
+func (passedOn) String() string { return "stop passed on" }
+func (passedOn) Signal()        {}
+
+// run serves ln until a stop or, in a daemon (reload is not nil), until a reload hands
+// over. It is echod's one loop, as nginx's master cycle is: signals, and what our
+// predecessor passes on over from, are events, and the loop alone owns the state:
+// serving, starting a new daemon, handing over to it, or stopping.
+func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context.Context) successor) error {
+	stops, hup := make(chan os.Signal, 3), make(chan os.Signal, 1) // hup holds one: SIGHUPs during a start coalesce
+	signal.Notify(stops, syscall.SIGTERM, syscall.SIGINT)          // for good: a second one cuts at once, cleanly
+	if reload != nil {
+		signal.Notify(hup, syscall.SIGHUP) // in -foreground, SIGHUP keeps its default, as a closed terminal's
+	}
+	p := newPool(*workers, *queue, *idle)               // before we say ready: ready means serving
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // MAINPID: a daemon is not what systemd started
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	if parent != nil {
-		if _, err := io.WriteString(parent, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
+	if from != nil {
+		if _, err := io.WriteString(from, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	stopServing, next := make(chan *net.UnixConn, 1), 0 // next: the daemon that took over
-	go func() {
-		var to *net.UnixConn // our socket pair to next; nil: a stop
-		for next == 0 && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-hup: // never in the foreground, where hup is nil
-				next, to = reload(ctx)
+	served := p.serve(ln, from, hup, stops)
+	stop := func() {
+		slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
+		sdNotify("STOPPING=1")
+		p.stop(ln, nil, *grace)
+	}
+	var (
+		signals  int              // SIGTERMs and SIGINTs so far
+		starting chan successor   // while a new daemon starts
+		cancel   = func() {}      // ends its start
+		next     successor        // the new daemon, once it has said ready
+		stopping bool             // a stop has come
+		hups     = hup            // nil while a new daemon starts: one more SIGHUP waits in hup
+		linger   <-chan time.Time // after the last move
+	)
+	for {
+		select {
+		case s := <-stops:
+			if _, ok := s.(passedOn); !ok {
+				signals++
 			}
+			switch {
+			case starting != nil:
+				stopping = true
+				cancel() // if it said ready all the same, the stop goes on to it
+			case next.to != nil:
+				order(next.to, "stop") // whoever signalled us meant the new daemon too: one graceful stop
+			case !stopping:
+				stopping = true
+				stop()
+			case signals > 1:
+				slog.Info("stopping at once", "open", p.open.Load())
+				p.release()
+			}
+		case <-hups:
+			if next.to != nil {
+				order(next.to, "reload") // it runs the binary that is at the path now, and opens -log anew
+			} else if !stopping {
+				ctx, c := context.WithCancel(context.Background())
+				starting, hups, cancel = make(chan successor, 1), nil, c
+				go func() { starting <- reload(ctx) }()
+			}
+		case s := <-starting:
+			starting, hups = nil, hup
+			cancel()
+			if s.err == nil {
+				next = s
+				p.stop(ln, next.to, *grace)
+				if stopping {
+					order(next.to, "stop")
+				}
+			} else if stopping {
+				slog.Info("reload stopped", "err", s.err)
+				stop()
+			} else {
+				writePID(pidf, os.Getpid()) // the failed daemon may have written its own
+				slog.Error("reload failed; serving on", "err", s.err)
+				sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
+			}
+		case <-served:
+			if next.to == nil {
+				removePID(pidf)
+				slog.Info("stop", "cut", p.cut.Load())
+				return nil
+			}
+			served, linger = nil, time.After(50*time.Millisecond) // a signal the kernel has begun to deliver is passed on too
+		case <-linger:
+			slog.Info("stop", "handed_over_to", next.pid, "moved", p.moved.Load(), "cut", p.cut.Load()) // the PID file is its
+			return nil
 		}
-		if next == 0 {
-			stop() // the first signal stops gracefully; a second one, at once
-			sdNotify("STOPPING=1")
-		}
-		stopServing <- to
-	}()
-	moved, cut := serve(stopServing, ln, parent, *workers, *queue, *idle, *grace)
-	if next == 0 {
-		removePID(pidf)
-		slog.Info("stop", "cut", cut)
-		return nil
 	}
-	slog.Info("stop", "handed_over_to", next, "moved", moved, "cut", cut) // the PID file is the new daemon's now
-	select {
-	case <-ctx.Done(): // a stop during the reload, from one who read our pid, is for the new daemon too
-		slog.Info("passing the stop on", "pid", next)
-		syscall.Kill(next, syscall.SIGTERM)
-	case <-time.After(50 * time.Millisecond): // a handler the kernel has begun may take a moment to reach us
-	}
-	return nil
 }
 
-// serve runs the pool on ln, and on what the old daemon moves to us over from,
-// until stop delivers. nil stops as net/http's Shutdown does: stop accepting,
-// let connections finish for up to grace, cut the rest. At a reload it is a
-// socket pair to the new daemon: each connection moves there at its next safe
-// point (传递文件描述符).
-func serve(stop <-chan *net.UnixConn, ln net.Listener, from *net.UnixConn, workers, queue int, idle, grace time.Duration) (moved, cut int64) {
-	letGo, done := context.WithCancel(context.Background())
-	p := &pool{jobs: make(chan net.Conn, queue), idle: idle, letGo: letGo}
-	var busy, feeding sync.WaitGroup
+// order passes a stop or a reload on to the new daemon, as nginx's channel does.
+func order(to *net.UnixConn, what string) {
+	to.Write([]byte(what)) // if it is gone, there is nobody to tell
+}
+
+// A pool is the post's ThreadPool<TASK>, without the singleton: workers serve what
+// accept and receive queue in jobs, until it is closed or the pool lets go.
+type pool struct {
+	jobs             chan job
+	idle             time.Duration
+	busy             sync.WaitGroup
+	letGo            context.Context
+	release          context.CancelFunc
+	cutAt            time.Time     // when a Write in progress is cut: at once at a stop, after -grace at a reload
+	to               *net.UnixConn // where connections move; nil at a stop
+	open, moved, cut atomic.Int64
+}
+
+// A job is a connection, and when its client was last heard (zero until it is served): its -idle moves with it.
+type job struct {
+	net.Conn
+	heard time.Time
+}
+
+func newPool(workers, queue int, idle time.Duration) *pool {
+	p := &pool{jobs: make(chan job, queue), idle: idle}
+	p.letGo, p.release = context.WithCancel(context.Background())
 	for range workers {
-		busy.Go(p.worker)
+		p.busy.Go(p.worker)
 	}
-	feeding.Go(func() { accept(ln, p.jobs) })
+	return p
+}
+
+// serve feeds the pool from ln, and from what our predecessor moves to us over from,
+// and returns a channel that is closed once every connection is served, moved or cut.
+func (p *pool) serve(ln net.Listener, from *net.UnixConn, hup, stops chan<- os.Signal) <-chan struct{} {
+	var feeding sync.WaitGroup
+	feeding.Go(func() { p.accept(ln) })
 	if from != nil {
-		feeding.Go(func() { receive(from, p.jobs) })
+		feeding.Go(func() { p.receive(from, hup, stops) })
 	}
+	go func() { feeding.Wait(); close(p.jobs) }()
+	served := make(chan struct{})
 	go func() {
-		p.to, p.cutAt = <-stop, time.Now().Add(grace) // the time when stop delivers
-		defer ln.Close()                              // new clients are refused, or, at a reload, wait in the backlog for the new daemon
-		if p.to == nil {
-			time.AfterFunc(grace, done)
-			return
+		p.busy.Wait()
+		for j := range p.jobs { // what the workers left when the pool let go, in the order it came
+			p.end(j, errLetGo)
 		}
-		p.to.SetWriteDeadline(p.cutAt) // a new daemon that stopped reading costs us grace
-		busy.Go(p.worker)              // so queued ones move while every worker is in a Write
-		done()
+		close(served)
 	}()
-	feeding.Wait()
-	close(p.jobs)
-	busy.Wait()
-	return p.moved.Load(), p.cut.Load()
+	return served
+}
+
+// stop stops accepting. With to nil, connections may finish for grace, and then the
+// rest are cut, as net/http's Shutdown does. With a socket pair to a new daemon, each
+// connection moves there at its next safe point (传递文件描述符): those in service
+// first, then the queue in order, so that a new pool as large serves them all.
+func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
+	ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
+	p.to, p.cutAt = to, time.Now()
+	if to == nil {
+		time.AfterFunc(grace, p.release)
+		return
+	}
+	p.cutAt = p.cutAt.Add(grace)
+	to.SetWriteDeadline(p.cutAt.Add(answerWithin)) // for a new daemon that stopped reading; an idle move never lacks grace
+	p.release()
 }
 
 // accept hands each new connection to the pool until ln is closed. With every worker
 // busy and jobs full, later clients wait in the listen backlog: backpressure, not loss.
-func accept(ln net.Listener, jobs chan<- net.Conn) {
+func (p *pool) accept(ln net.Listener) {
 	var delay time.Duration
 	for {
 		c, err := ln.Accept()
@@ -238,102 +338,148 @@ func accept(ln net.Listener, jobs chan<- net.Conn) {
 			continue
 		}
 		delay = 0
-		jobs <- c // even as we stop: a client we accepted is served, or moved
+		p.open.Add(1)
+		p.jobs <- job{Conn: c} // even as we stop: a client we accepted is served, or moved
 	}
-}
-
-// A pool is the post's ThreadPool<TASK>, without the singleton: workers serve jobs
-// until it is closed, and let go of what they serve once letGo is done.
-type pool struct {
-	jobs       chan net.Conn
-	idle       time.Duration
-	letGo      context.Context
-	cutAt      time.Time     // when a Write in progress is cut
-	to         *net.UnixConn // where connections move; nil at a stop
-	moved, cut atomic.Int64
 }
 
 // worker serves connections one at a time, like one of the post's pool threads. Its
 // buffer is reused: echo allocates nothing (in make bench, 16 KiB cost 50% more CPU).
 func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
-	for c := range p.jobs {
-		wake := context.AfterFunc(p.letGo, func() {
-			c.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
-			c.SetWriteDeadline(p.cutAt)
-		})
-		err := echo(c, buf, p.idle, p.letGo)
-		wake()
-		if err == errLetGo && p.to != nil && send(p.to, c) == nil {
-			p.moved.Add(1)
-		} else if err != nil && p.letGo.Err() != nil {
-			p.cut.Add(1) // e.g., its client stopped reading, or the new daemon is gone
+	for p.letGo.Err() == nil {
+		select {
+		case <-p.letGo.Done(): // what is queued is serve's now, to keep its order
+		case j, ok := <-p.jobs:
+			if !ok {
+				return
+			}
+			wake := context.AfterFunc(p.letGo, func() {
+				j.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
+				j.SetWriteDeadline(p.cutAt)
+			})
+			var err error
+			j.heard, err = echo(j, buf, p.idle, p.letGo, j.heard)
+			wake()
+			p.end(j, err)
 		}
-		c.Close() // after a move, the new daemon holds the socket
 	}
+}
+
+// end lets go of a connection: it moves, at a reload, or is closed.
+func (p *pool) end(j job, err error) {
+	if err == errLetGo && p.to != nil && send(p.to, j) == nil {
+		p.moved.Add(1)
+	} else if err != nil && p.letGo.Err() != nil {
+		p.cut.Add(1) // e.g., its client stopped reading, or the new daemon is gone
+	}
+	j.Close() // after a move, the new daemon holds the socket
+	p.open.Add(-1)
 }
 
 var errLetGo = errors.New("let go at a safe point")
 
 // echo sends back what c sends until c half-closes (RFC 862), or letGo is done. The
-// deadline frees the worker of a stalled client; without it, N silent clients stop N workers.
-func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context) error {
-	var moved time.Time
-	for {
-		// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
-		if now := time.Now(); now.Sub(moved) >= idle/8 {
-			c.SetDeadline(now.Add(idle + idle/8))
-			moved = now
-		}
-		if letGo.Err() != nil { // the safe point: all we read is written back (after the deadline move, which may undo a wake-up)
-			return errLetGo
-		}
+// deadline frees the worker of a stalled client; without it, N silent clients stop N
+// workers. heard is when the client was last heard, here or before a move.
+func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context, heard time.Time) (time.Time, error) {
+	if heard.IsZero() {
+		heard = time.Now() // it waited in the queue: -idle starts when it is served
+	}
+	c.SetDeadline(heard.Add(idle + idle/8))
+	for letGo.Err() == nil { // the safe point: all we read is written back (after a deadline move, which may undo a wake-up)
 		nr, rerr := c.Read(buf)
 		if nr > 0 {
+			// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
+			if now := time.Now(); now.Sub(heard) >= idle/8 {
+				c.SetDeadline(now.Add(idle + idle/8))
+				heard = now
+			}
 			if _, err := c.Write(buf[:nr]); err != nil { // unlike write(2): all is written, or it fails
-				return err // e.g., the client reset, or stopped reading for idle
+				return heard, err // e.g., the client reset, or stopped reading for idle
 			}
 		}
 		if rerr == io.EOF {
-			return nil // the client's FIN: everything before it is echoed
+			return heard, nil // the client's FIN: everything before it is echoed
 		} else if rerr != nil && letGo.Err() == nil {
-			return rerr // e.g., idle timeout; the post spins here forever
+			return heard, rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
+	return heard, errLetGo
 }
 
-// send moves c: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
-func send(to *net.UnixConn, c net.Conn) error {
-	f, err := c.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
+// send moves j: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same
+// socket. The message says when its client was last heard.
+func send(to *net.UnixConn, j job) error {
+	f, err := j.Conn.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
 	if err == nil {
-		_, _, err = to.WriteMsgUnix([]byte{1}, syscall.UnixRights(int(f.Fd())), nil) // a byte: an empty message reads as EOF
+		_, _, err = to.WriteMsgUnix(fmt.Appendf(nil, "move %d", j.heard.UnixMicro()), syscall.UnixRights(int(f.Fd())), nil)
 		f.Close()
 	}
 	return err
 }
 
-// receive feeds jobs, as accept does, with what the old daemon moves to us, until EOF.
-func receive(from *net.UnixConn, jobs chan<- net.Conn) {
-	oob := make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
-	for n := 0; ; {
-		_, oobn, _, _, err := from.ReadMsgUnix(make([]byte, 1), oob) // with MSG_CMSG_CLOEXEC
-		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
-		if err != nil || len(msgs) != 1 {
-			if n > 0 { // none at a first start
-				slog.Info("moved in", "conns", n)
-			}
-			return
+// receive feeds jobs, as accept does, with what our predecessor moves to us, and passes
+// its orders on as signals, until it is done (EOF). What we cannot take, we say.
+func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
+	msg, oob := make([]byte, 32), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
+	var took, lost int
+	var why error
+	for {
+		n, oobn, flags, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
+		if err != nil || n == 0 {
+			break
 		}
-		fds, _ := syscall.ParseUnixRights(&msgs[0])
-		for _, fd := range fds {
-			f := os.NewFile(uintptr(fd), "moved")
-			if c, err := net.FileConn(f); err == nil { // a copy of f
-				jobs <- c
-				n++
+		what, heard, _ := strings.Cut(string(msg[:n]), " ")
+		switch what {
+		case "stop":
+			pass(stops, passedOn{})
+		case "reload":
+			pass(hup, syscall.SIGHUP)
+		case "move":
+			c, err := movedConn(oob[:oobn], flags)
+			if err != nil {
+				lost, why = lost+1, err
+				continue
 			}
-			f.Close()
+			us, _ := strconv.ParseInt(heard, 10, 64)
+			took++
+			p.open.Add(1)
+			p.jobs <- job{c, time.UnixMicro(us)}
 		}
 	}
+	if took > 0 { // none at a first start
+		slog.Info("moved in", "conns", took)
+	}
+	if lost > 0 {
+		slog.Warn("could not take moved connections; their clients see EOF", "conns", lost, "err", why)
+	}
+}
+
+func pass(to chan<- os.Signal, s os.Signal) {
+	select {
+	case to <- s:
+	default: // one waiting is enough
+	}
+}
+
+// movedConn takes the descriptor a move carries. Past our descriptor limit, the kernel
+// drops it (MSG_CTRUNC) or FileConn cannot dup it: closed, its socket ends with EOF.
+func movedConn(oob []byte, flags int) (net.Conn, error) {
+	if flags&syscall.MSG_CTRUNC != 0 {
+		return nil, errors.New("the kernel dropped the descriptor (MSG_CTRUNC): out of descriptors?")
+	}
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil || len(msgs) != 1 {
+		return nil, cmp.Or(err, errors.New("no descriptor"))
+	}
+	fds, err := syscall.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, cmp.Or(err, errors.New("no descriptor"))
+	}
+	f := os.NewFile(uintptr(fds[0]), "moved")
+	defer f.Close() // the conn has a copy
+	return net.FileConn(f)
 }
 
 var notifyFailed sync.Once

@@ -432,8 +432,10 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-workers", "0"}, "echod: -workers must be > 0"},
-		{[]string{"-queue", "-1"}, "echod: -queue must be >= 0"},
+		{[]string{"-workers", "0"}, "echod: -workers must be 1 to 10000"},
+		{[]string{"-workers", "1000000000"}, "echod: -workers must be 1 to 10000"},
+		{[]string{"-queue", "-1"}, "echod: -queue must be 0 to 100000"},
+		{[]string{"-queue", "100000000000000"}, "echod: -queue must be 0 to 100000"},
 		{[]string{"-idle", "0s"}, "echod: -idle must be > 0 and at most 100000h (echod -h lists the flags)\n"},
 		{[]string{"-grace", "-1s"}, "echod: -grace must be >= 0"},
 		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address"},

@@ -22,9 +22,13 @@ var (
 
 func main() {
 	flag.Parse()
-	addr := net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]"), flag.Arg(1)) // [::1], as echod prints it
-	_, _, err := net.SplitHostPort(addr)                                                                 // what no retry can mend, e.g., a stray "]"
-	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 || *timeout <= 0 || *retries < 0 || *wait < 0 {
+	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
+	host, closed := strings.CutSuffix(host, "]")
+	addr := net.JoinHostPort(host, flag.Arg(1))
+	_, _, err := net.SplitHostPort(addr)                                              // what no retry can mend: a stray "]",
+	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // or an address that is none, 300.1.1.1
+	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 ||
+		numeric && net.ParseIP(host) == nil || open != closed || *timeout <= 0 || *retries < 0 || *wait < 0 {
 		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
