@@ -1,0 +1,282 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The tests of 热重启 at its edges: who gets a stop, every SIGHUP, what a
+// failed new daemon leaves, the order of moves, and what travels with them.
+
+// TestReloadStopBoth signals a stop to both daemons in the middle of a move,
+// as systemd's KillMode=control-group does: the old one waits on a client
+// that does not read, and the new one serves a client that sends a line
+// every 0.25s. The new daemon stops gracefully, once: its client is served
+// for -grace after the stop, well past the old daemon's cut, and then the PID
+// file goes.
+func TestReloadStopBoth(t *testing.T) {
+	t.Parallel() // it mostly waits for -grace
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-grace", "4s")
+	stuck := dial(t, addr)
+	go stuck.Write(random(16 << 20))
+	awaitStuck(t, stuck)
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	oldCut := time.Now().Add(4 * time.Second) // the old daemon cuts what it has not moved by then
+	c := dial(t, addr)
+	time.Sleep(2 * time.Second) // so that the new daemon's -grace ends 2s after the old one's cut
+	syscall.Kill(pid, syscall.SIGTERM)
+	syscall.Kill(next, syscall.SIGTERM)
+	for i := 0; time.Now().Before(oldCut.Add(time.Second)); i++ {
+		if err := roundTrip(c, fmt.Appendf(nil, "line %d\n", i)); err != nil {
+			t.Fatalf("line %d, %v after the old daemon's cut: %v", i, time.Since(oldCut), err)
+		}
+		time.Sleep(250 * time.Millisecond) // a client that types
+	}
+	waitGone(t, pid)
+	poll(t, 10*time.Second, "the new daemon did not stop", func() bool { return !alive(next) })
+	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+		t.Error("PID file left behind")
+	}
+	if log := awaitLog(t, dir, "msg=stop cut="); strings.Contains(log, "at once") || !strings.Contains(log, "msg=stopping") {
+		t.Errorf("want one graceful stop:\n%s", log)
+	}
+}
+
+// TestReloadDuringReload renames the log, as logrotate does, and installs a
+// new build while a reload is still starting the new daemon, then sends
+// SIGHUP again: once that reload is done, one more runs. The last daemon runs
+// the new build and writes into the file at -log.
+func TestReloadDuringReload(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr, _ := slowReload(t, dir)
+	os.Rename(filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1"))
+	exe := installEchod(t, dir, plainBin, 0o755)
+	syscall.Kill(pid, syscall.SIGHUP)
+	os.Remove(filepath.Join(dir, "slow"))
+	var last int
+	poll(t, 15*time.Second, "the new build never ran", func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "echod.pid"))
+		fmt.Sscan(string(b), &last)
+		running, _ := os.Stat(fmt.Sprintf("/proc/%d/exe", last))
+		onDisk, _ := os.Stat(exe)
+		return os.SameFile(running, onDisk)
+	})
+	awaitLog(t, dir, fmt.Sprintf("msg=start addr=%s workers=64 pid=%d", addr, last))
+	assertOnly(t, dir, last, addr)
+}
+
+// TestReloadFailsWithChildren reloads into a wrapper script that starts a
+// child, which keeps the listener and the PID file, and then fails. The child
+// goes with it; once the daemon stops, the port is free.
+func TestReloadFailsWithChildren(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	script := "#!/bin/sh\nsleep 60 4>&- &\necho $! > %s\nexit 3\n" // 4>&-: the socket pair, or we would wait 10s
+	installScript(t, dir, fmt.Sprintf(script, filepath.Join(dir, "child.pid")))
+	syscall.Kill(pid, syscall.SIGHUP)
+	awaitLog(t, dir, "reload failed")
+	child := readPID(t, filepath.Join(dir, "child.pid"))
+	poll(t, 5*time.Second, "the failed daemon's child still runs", func() bool { return !alive(child) })
+	syscall.Kill(pid, syscall.SIGTERM)
+	waitGone(t, pid)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the port is still taken: %v", err)
+	}
+	ln.Close()
+}
+
+// TestReloadNoGrace reloads with -grace 0 and eight idle clients: each moves,
+// since -grace bounds only a Write that blocks.
+func TestReloadNoGrace(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-grace", "0")
+	var conns []*net.TCPConn
+	for range 8 {
+		c := dial(t, addr)
+		if err := roundTrip(c, []byte("open")); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	next := reloadOnce(t, dir, pid)
+	for i, c := range conns {
+		if err := roundTrip(c, []byte("moved")); err != nil {
+			t.Errorf("client %d: %v", i, err)
+		}
+	}
+	if log := awaitLog(t, dir, "msg=stop"); !strings.Contains(log, fmt.Sprintf("handed_over_to=%d moved=8 cut=0", next)) {
+		t.Errorf("want 8 moved:\n%s", log)
+	}
+}
+
+// TestReloadOutOfDescriptors reloads 30 clients into a new daemon that may
+// open only 20 files: what it cannot take it says, in a WARN line with the
+// count and the reason, and closes, so that no client hangs.
+func TestReloadOutOfDescriptors(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("needs prlimit (util-linux)")
+	}
+	dir := t.TempDir()
+	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	conns := make([]*net.TCPConn, 30)
+	for i := range conns {
+		if conns[i] = dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
+			t.Fatal("no echo")
+		}
+	}
+	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nexec %s --nofile=20:20 %s \"$@\"\n", prlimit, echodBin))
+	reloadOnce(t, dir, pid)
+	served := 0
+	for i, c := range conns {
+		switch err := roundTrip(c, []byte("moved")); {
+		case err == nil:
+			served++
+		case isTimeout(err):
+			t.Errorf("client %d hangs", i)
+		}
+	}
+	log := awaitLog(t, dir, "could not take")
+	var took, lost int
+	if i := strings.Index(log, "moved in\" conns="); i >= 0 {
+		fmt.Sscanf(log[i:], "moved in\" conns=%d", &took)
+	}
+	if i := strings.Index(log, "their clients see EOF\" conns="); i >= 0 {
+		fmt.Sscanf(log[i:], "their clients see EOF\" conns=%d", &lost)
+	}
+	if took+lost != 30 || lost == 0 || served != took || !strings.Contains(log, "level=WARN") {
+		t.Errorf("took %d, lost %d, served %d; want 30 in all, each taken one served:\n%s", took, lost, served, log)
+	}
+}
+
+// TestReloadKeepsOrder runs one worker: a client in service holds it, and
+// three queued clients have each sent a byte. After a reload, the client in
+// service still has the new daemon's worker, and the queue is served in the
+// order it was accepted. A race between workers got this wrong 2 runs in 3.
+func TestReloadKeepsOrder(t *testing.T) {
+	for range 4 {
+		dir := t.TempDir()
+		pid, addr := launchDaemon(t, dir, "-workers", "1")
+		held := dial(t, addr)
+		if err := roundTrip(held, []byte("h")); err != nil {
+			t.Fatal(err)
+		}
+		rest := fdCount(pid)
+		queued := make([]*net.TCPConn, 3)
+		for i := range queued {
+			queued[i] = dial(t, addr)
+			queued[i].Write([]byte("a"))
+			poll(t, 5*time.Second, "not accepted", func() bool { return fdCount(pid) == rest+i+1 }) // in this order
+		}
+		pid = reloadOnce(t, dir, pid)
+		if err := roundTrip(held, []byte("still served")); err != nil {
+			t.Fatalf("the client in service lost its worker: %v", err)
+		}
+		held.Close()
+		for i, c := range queued {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+				t.Fatalf("queued client %d, served in turn: %v", i, err)
+			}
+			c.Close()
+		}
+	}
+}
+
+// TestReloadBinaryGoneThenBack removes the binary and reloads, so the new
+// daemon runs itself again, then installs a new build at the path: the next
+// reload runs that, since the path, not /proc/self/exe, is the one to run.
+func TestReloadBinaryGoneThenBack(t *testing.T) {
+	dir := t.TempDir()
+	exe := installEchod(t, dir, echodBin, 0o755)
+	pid, addr := startFrom(t, dir, exe)
+	os.Remove(exe)
+	next := reloadOnce(t, dir, pid)
+	installEchod(t, dir, plainBin, 0o755)
+	last := reloadOnce(t, dir, next)
+	running, _ := os.Stat(fmt.Sprintf("/proc/%d/exe", last))
+	if onDisk, _ := os.Stat(exe); !os.SameFile(running, onDisk) {
+		link, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", last))
+		t.Errorf("the last daemon runs %s, not the new %s", link, exe)
+	}
+	assertOnly(t, dir, last, addr)
+}
+
+// TestReloadStartDirGone starts echod from a directory, with relative paths,
+// and removes the directory: a reload still works, since every path was
+// made absolute at the first start.
+func TestReloadStartDirGone(t *testing.T) {
+	dir := t.TempDir()
+	cleanupDaemons(t, dir)
+	start := filepath.Join(dir, "start")
+	os.Mkdir(start, 0o755)
+	pid, addr := startFrom(t, start, echodBin, "-log", "../echod.log", "-pidfile", "../echod.pid")
+	os.Remove(start)
+	next := reloadOnce(t, dir, pid)
+	assertOnly(t, dir, next, addr)
+}
+
+// TestReloadKeepsIdleClock reloads every so often while a client is silent:
+// -idle counts from when it was last heard, not from the last move.
+func TestReloadKeepsIdleClock(t *testing.T) {
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-idle", "2s")
+	c := dial(t, addr)
+	if err := roundTrip(c, []byte("heard")); err != nil {
+		t.Fatal(err)
+	}
+	heard := time.Now()
+	for time.Since(heard) < 2500*time.Millisecond {
+		pid = reloadOnce(t, dir, pid)
+	}
+	c.SetReadDeadline(heard.Add(4 * time.Second)) // 9/8 of -idle, and some
+	if _, err := io.Copy(io.Discard, c); err != nil && !isReset(err) {
+		t.Errorf("the silent client was not cut: %v", err)
+	}
+}
+
+// TestForegroundCtrlC presses Ctrl-C twice with a client open: the first
+// says what is open and how long it has, the second what it cut, and either
+// way the stop is clean: exit 0, and the PID file goes.
+func TestForegroundCtrlC(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	s := startServer(t, "-grace", "20s", "-pidfile", pidfile)
+	busy := dial(t, s.addr)
+	if err := roundTrip(busy, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	poll(t, 5*time.Second, "no stopping line", func() bool { return strings.Contains(s.log(), "msg=stopping open=1 grace=20s") })
+	s.cmd.Process.Signal(syscall.SIGINT)
+	s.wait(t, 5*time.Second)
+	if log := s.log(); !strings.Contains(log, `msg="stopping at once" open=1`) || !strings.Contains(log, "msg=stop cut=1") {
+		t.Errorf("want the second Ctrl-C's line and what it cut:\n%s", log)
+	}
+	if _, err := os.Stat(pidfile); err == nil {
+		t.Error("PID file left behind")
+	}
+}
+
+// TestClientBadHost: a host that no retry can mend is a usage error.
+func TestClientBadHost(t *testing.T) {
+	for _, host := range []string{"300.1.1.1", "[::1", "::1]", "1.2.3", ""} {
+		_, errOut, code := runClient(t, "", host, "8080")
+		if code != 2 || !strings.HasPrefix(errOut, "client: ") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", host, code, errOut)
+		}
+	}
+	if _, errOut, code := runClient(t, "hi\n", "-retries", "0", "[::1]", "1"); code != 1 {
+		t.Errorf("[::1]: exit %d, %q; want 1, a connect that failed", code, errOut)
+	}
+}
