@@ -150,8 +150,9 @@ func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0])
 	if kind == "c" {
+		needTool(b, "cc", "gcc")
 		if cmd = exec.Command(cServer()); cServer() == "" {
-			b.Skip("no C compiler")
+			b.Skip("cc could not build the C server")
 		}
 	}
 	cmd.Env = append(os.Environ(), benchServerEnv+"="+kind)

@@ -251,6 +251,7 @@ func TestClientStdoutFull(t *testing.T) {
 // TestClientPrompt types a line and Ctrl-D on a terminal, through script(1):
 // the client prompts, and after Ctrl-D ends the prompt's line.
 func TestClientPrompt(t *testing.T) {
+	needTool(t, "script", "bsdutils")
 	s := startServer(t)
 	cmd := exec.Command("script", "-qec", clientBin+" "+strings.Join(hostPort(t, s.addr), " "), "/dev/null")
 	cmd.Stdin = strings.NewReader("hello\n\x04")

@@ -228,6 +228,7 @@ func TestDaemonDefaultDir(t *testing.T) {
 // script(1). While the shell that started it still holds the terminal, the
 // daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
 func TestDaemonLeavesTerminal(t *testing.T) {
+	needTool(t, "script", "bsdutils")
 	dir := t.TempDir()
 	cleanupDaemons(t, dir)
 	cmd := exec.Command("script", "-qec", "tty && "+echodBin+` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`, "/dev/null")
@@ -336,6 +337,7 @@ func TestDaemonDirUnsearchable(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root, to run echod as nobody")
 	}
+	needTool(t, "setpriv", "util-linux")
 	dir, closed := t.TempDir(), t.TempDir()
 	for _, d := range []string{filepath.Dir(dir), dir, filepath.Dir(echodBin)} {
 		os.Chmod(d, 0o777)
@@ -354,6 +356,7 @@ func TestDaemonDirUnsearchable(t *testing.T) {
 // TestDaemonWithoutProc hides /proc in a mount namespace of its own: daemon
 // mode needs none (close_range, not a walk of /proc/self/fd), and starts.
 func TestDaemonWithoutProc(t *testing.T) {
+	needTool(t, "unshare", "util-linux")
 	dir := t.TempDir()
 	cmd := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs none /proc && exec "$0" -addr 127.0.0.1:0`, plainBin) // the race detector wants /proc
 	cmd.Dir = dir
@@ -438,6 +441,7 @@ func TestDaemonPIDFileSymlink(t *testing.T) {
 // to 2 bytes: the pid does not fit, the start fails with why, and the files
 // it created are gone.
 func TestDaemonPIDFileUnwritable(t *testing.T) {
+	needTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	cmd := exec.Command("prlimit", "--fsize=2", echodBin, "-addr", "127.0.0.1:0")
 	cmd.Dir = dir

@@ -62,6 +62,7 @@ func startPlain(t testing.TB, pre []string, args ...string) *proc {
 // post exits on the first EMFILE; echod must back off without spinning or
 // flooding its log, and serve again once the clients leave.
 func TestOutOfDescriptors(t *testing.T) {
+	needTool(t, "prlimit", "util-linux")
 	s := startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16")
 	pid := s.cmd.Process.Pid
 	var clients []*net.TCPConn

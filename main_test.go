@@ -63,6 +63,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// needTool skips the test unless name is on PATH; pkg is the Debian
+// package that has it.
+func needTool(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		t.Skipf("needs %s (apt-get install %s)", name, pkg)
+	}
+}
+
 // poll waits up to d for cond, failing the test with what if it never holds.
 func poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -490,16 +499,18 @@ func TestEchoWithTools(t *testing.T) {
 	s := startServer(t)
 	host, port, _ := net.SplitHostPort(s.addr)
 	data := random(1 << 20)
-	for _, argv := range [][]string{{"socat", "-t", "10", "-", "TCP:" + s.addr}, {"nc", "-N", host, port}} {
-		if _, err := exec.LookPath(argv[0]); err != nil {
-			t.Logf("no %s: skipped", argv[0])
-			continue
-		}
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Stdin = bytes.NewReader(data)
-		out, errOut, code := runCmd(t, cmd)
-		if code != 0 || out != string(data) {
-			t.Errorf("%s: exit %d, stderr %q, %d of %d bytes back, equal: %v", argv[0], code, errOut, len(out), len(data), out == string(data))
-		}
+	for _, tc := range []struct {
+		pkg  string
+		argv []string
+	}{{"socat", []string{"socat", "-t", "10", "-", "TCP:" + s.addr}}, {"netcat-openbsd", []string{"nc", "-N", host, port}}} {
+		t.Run(tc.argv[0], func(t *testing.T) {
+			needTool(t, tc.argv[0], tc.pkg)
+			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+			cmd.Stdin = bytes.NewReader(data)
+			out, errOut, code := runCmd(t, cmd)
+			if code != 0 || out != string(data) {
+				t.Errorf("exit %d, stderr %q, %d of %d bytes back, equal: %v", code, errOut, len(out), len(data), out == string(data))
+			}
+		})
 	}
 }

@@ -126,9 +126,7 @@ func TestMoveStream(t *testing.T) {
 // same connection and ends the input: nc -N half-closes, both lines come
 // back, then the server's EOF ends nc.
 func TestMoveInteractive(t *testing.T) {
-	if _, err := exec.LookPath("nc"); err != nil {
-		t.Skip("no nc")
-	}
+	needTool(t, "nc", "netcat-openbsd")
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
 	host, port, _ := net.SplitHostPort(addr)

@@ -184,9 +184,7 @@ func freePort(t *testing.T) string {
 // start-stop-daemon, which waits for READY=1: it returns 0 only once echod
 // serves, and fails when the port is taken, since READY=1 never comes.
 func TestStartStopDaemonNotify(t *testing.T) {
-	if _, err := exec.LookPath("start-stop-daemon"); err != nil {
-		t.Skip("no start-stop-daemon (dpkg)")
-	}
+	needTool(t, "start-stop-daemon", "dpkg")
 	dir := t.TempDir()
 	cleanupDaemons(t, dir)
 	ssd := func(addr, timeout string) (string, int) {
@@ -211,9 +209,7 @@ func TestStartStopDaemonNotify(t *testing.T) {
 // listen, which starts echod at the first connection and passes it the
 // socket as fd 3.
 func activate(t *testing.T, dir string, opts, listen []string, args ...string) *exec.Cmd {
-	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
-		t.Skip("no systemd-socket-activate (systemd)")
-	}
+	needTool(t, "systemd-socket-activate", "systemd")
 	cleanupDaemons(t, dir)
 	argv := opts
 	for _, l := range listen {
@@ -459,9 +455,9 @@ func bootSystemd(t *testing.T, suite string) *container {
 	if os.Getuid() != 0 {
 		unavailable("TestSystemd needs root")
 	}
-	for _, tool := range []string{"systemd-nspawn", "debootstrap", "nsenter"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			unavailable("no %s: apt-get install systemd-container debootstrap", tool)
+	for _, tool := range [][2]string{{"systemd-nspawn", "systemd-container"}, {"debootstrap", "debootstrap"}, {"nsenter", "util-linux"}} {
+		if _, err := exec.LookPath(tool[0]); err != nil {
+			unavailable("needs %s (apt-get install %s)", tool[0], tool[1])
 		}
 	}
 	root := systemdRoot(t, suite)
@@ -743,7 +739,7 @@ func testSystemd(t *testing.T, suite string) {
 // would: none may be above 1.5.
 func TestUnitsExposure(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil && os.Getenv("CI") != "true" {
-		t.Skip("no systemd-analyze: apt-get install systemd")
+		t.Skip("needs systemd-analyze (apt-get install systemd)")
 	}
 	dir := t.TempDir()
 	scored := 0
