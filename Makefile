@@ -44,12 +44,19 @@ ps:
 client: bin/client
 	./bin/client 127.0.0.1 8080
 
+# -race where the race detector can run: it needs cgo, and cgo a C compiler.
+# Elsewhere nothing, and one line on stderr that says why.
+RACE = $$(cc=$$($(GO) env CC); \
+	if ! command -v "$${cc%% *}" >/dev/null; then echo "make $@: no C compiler ($$cc): running without the race detector" >&2; \
+	elif [ "$$($(GO) env CGO_ENABLED)" != 1 ]; then echo "make $@: CGO_ENABLED=0: running without the race detector" >&2; \
+	else echo -race; fi)
+
 # go vet for the other Unixes too: the client and -foreground run there.
 test:
 	$(GO) vet ./...
 	GOOS=darwin $(GO) vet ./...
 	GOOS=freebsd $(GO) vet ./...
-	$(GO) test -race ./...
+	@race=$(RACE); echo "$(GO) test $${race:+$$race }./..."; $(GO) test $$race ./...
 
 # Boots a real systemd, 252 (Debian 12) then 257 (Debian 13), in a container
 # and runs echod under the README's units (root; each Debian root file system
