@@ -1,6 +1,9 @@
 # echod: see README.md. `make run` starts the daemon with echod.log and
 # echod.pid in this directory; `make reload` and `make stop` signal it.
+# Another pair: make run stop PIDFILE=/tmp/x.pid LOG=/tmp/x.log
 GO ?= go
+PIDFILE ?= echod.pid
+LOG ?= echod.log
 
 .PHONY: all run stop reload ps client test test-systemd bench fuzz soak
 all: bin/echod bin/client
@@ -12,14 +15,14 @@ bin/client: go.mod $(wildcard client/*.go)
 	$(GO) build -o $@ ./client
 
 run: bin/echod
-	./bin/echod -log echod.log -pidfile echod.pid
+	./bin/echod -log "$(LOG)" -pidfile "$(PIDFILE)"
 
-# A daemon holds echod.pid's lock while it runs. After a crash the file names
+# A daemon holds its PID file's lock while it runs. After a crash the file names
 # a dead daemon, and in time a stranger with its pid, so make signals a pid
 # only while its file is locked. (9< opens the file without creating it.)
-DAEMON = test -e echod.pid || { echo "echod: not running (no echod.pid)" >&2; exit 1; }; \
-	if flock -n 9 9<echod.pid; then echo "echod: not running (stale echod.pid)" >&2; exit 1; fi; \
-	pid=$$(cat echod.pid)
+DAEMON = test -e "$(PIDFILE)" || { echo "echod: not running (no $(PIDFILE))" >&2; exit 1; }; \
+	if flock -n 9 9<"$(PIDFILE)"; then echo "echod: not running (stale $(PIDFILE))" >&2; exit 1; fi; \
+	pid=$$(cat "$(PIDFILE)")
 
 # Waits until the daemon has exited (a zombie, Z, has).
 stop:
@@ -30,12 +33,12 @@ stop:
 # Waits until the old daemon has handed over and gone (a failed new daemon
 # may have written its pid for a moment), or the log says why not.
 reload:
-	@$(DAEMON); logged=$$(stat -c %s echod.log 2>/dev/null || echo 0); kill -HUP $$pid; \
+	@$(DAEMON); logged=$$(stat -c %s "$(LOG)" 2>/dev/null || echo 0); kill -HUP $$pid; \
 	for i in $$(seq 150); do \
-	  case "$$(ps -o stat= -p $$pid)" in ""|Z*) echo "echod: reloaded: pid $$pid, now $$(cat echod.pid)"; exit 0;; esac; \
-	  if tail -c +$$((logged + 1)) echod.log 2>/dev/null | grep 'reload failed' >&2; then exit 1; fi; \
+	  case "$$(ps -o stat= -p $$pid)" in ""|Z*) echo "echod: reloaded: pid $$pid, now $$(cat "$(PIDFILE)")"; exit 0;; esac; \
+	  if tail -c +$$((logged + 1)) "$(LOG)" 2>/dev/null | grep 'reload failed' >&2; then exit 1; fi; \
 	  sleep 0.1; done; \
-	echo "echod: pid $$pid did not reload in 15s; see echod.log" >&2; exit 1
+	echo "echod: pid $$pid did not reload in 15s; see $(LOG)" >&2; exit 1
 
 # The daemon beside the shell you typed `make ps` in (make's parent).
 ps:

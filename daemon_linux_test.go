@@ -620,11 +620,16 @@ func TestLockPIDFollowsRemoval(t *testing.T) {
 	}
 }
 
-// makeIn runs a target of the project's Makefile in dir, where echod.pid is.
-func makeIn(t *testing.T, dir, target string) (stdout, stderr string, code int) {
+// makeIn runs make with args, targets and variables, in dir, where echod.pid
+// is unless PIDFILE says otherwise. The targets that signal a daemon use
+// flock and ps.
+func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	needTool(t, "make", "make")
+	needTool(t, "flock", "util-linux")
+	needTool(t, "ps", "procps")
 	wd, _ := os.Getwd()
-	cmd := exec.Command("make", "-s", "-f", filepath.Join(wd, "Makefile"), target)
+	cmd := exec.Command("make", append([]string{"-s", "-f", filepath.Join(wd, "Makefile")}, args...)...)
 	cmd.Dir = dir
 	return runCmd(t, cmd)
 }
@@ -651,14 +656,16 @@ func TestMakeRefusesStalePIDFile(t *testing.T) {
 	}
 }
 
-// TestMakeStop stops a real daemon with make stop, which returns once it is gone.
+// TestMakeStop stops a real daemon with make stop, which returns once it is
+// gone. The daemon's PID file is not echod.pid, nor in the directory make
+// runs in: PIDFILE names it.
 func TestMakeStop(t *testing.T) {
-	dir := t.TempDir()
-	pid, _ := launchDaemon(t, dir)
-	if out, errOut, code := makeIn(t, dir, "ps"); code != 0 || !strings.Contains(out, strconv.Itoa(pid)) {
+	dir, pidfile := t.TempDir(), filepath.Join(t.TempDir(), "other.pid")
+	pid, _ := launchDaemon(t, dir, "-pidfile", pidfile)
+	if out, errOut, code := makeIn(t, dir, "ps", "PIDFILE="+pidfile); code != 0 || !strings.Contains(out, strconv.Itoa(pid)) {
 		t.Errorf("make ps: exit %d, %q %q", code, out, errOut)
 	}
-	if _, errOut, code := makeIn(t, dir, "stop"); code != 0 {
+	if _, errOut, code := makeIn(t, dir, "stop", "PIDFILE="+pidfile); code != 0 {
 		t.Fatalf("make stop: exit %d, %q", code, errOut)
 	}
 	if alive(pid) {

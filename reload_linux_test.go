@@ -417,20 +417,24 @@ func TestReloadStopPending(t *testing.T) {
 }
 
 // TestMakeReload reloads through the Makefile: it waits for the new daemon
-// and names it, or shows the log's reason for a failure.
+// and names it, or shows the log's reason for a failure. The daemon's files
+// are not where make runs: PIDFILE and LOG name them.
 func TestMakeReload(t *testing.T) {
 	dir := t.TempDir()
+	run := filepath.Join(dir, "run")
+	os.Mkdir(run, 0o755)
 	exe := installEchod(t, dir, echodBin, 0o755)
-	pid, addr := startFrom(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
-	out, errOut, code := makeIn(t, dir, "reload")
-	next := readPID(t, filepath.Join(dir, "echod.pid"))
+	pid, addr := startFrom(t, dir, exe, "-log", "run/echod.log", "-pidfile", "run/echod.pid")
+	reload := []string{"reload", "PIDFILE=run/echod.pid", "LOG=run/echod.log"}
+	out, errOut, code := makeIn(t, dir, reload...)
+	next := readPID(t, filepath.Join(run, "echod.pid"))
 	if want := fmt.Sprintf("echod: reloaded: pid %d, now %d\n", pid, next); code != 0 || out != want {
 		t.Errorf("make reload: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
 	installScript(t, dir, "#!/bin/sh\necho $$ >&5\nsleep 0.5\nexit 3\n") // it writes its pid first, then fails
-	_, errOut, code = makeIn(t, dir, "reload")
+	_, errOut, code = makeIn(t, dir, reload...)
 	if code == 0 || !strings.Contains(errOut, "reload failed") || !strings.Contains(errOut, "exit status 3") {
 		t.Errorf("make reload of a broken binary: exit %d, stderr %q", code, errOut)
 	}
-	assertOnly(t, dir, next, addr)
+	assertOnly(t, run, next, addr)
 }
