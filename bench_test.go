@@ -107,8 +107,8 @@ func benchServer(kind string) {
 	stop := make(chan struct{})
 	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	if kind == "pool" {
-		p := newPool(64, 64, time.Minute)
-		served := p.serve(ln, nil, nil, nil)
+		p := &pool{jobs: make(chan job, 64), idle: time.Minute}
+		served := p.serve(ln, nil, 64, nil, nil)
 		<-stop
 		p.stop(ln, nil, time.Second)
 		<-served

@@ -29,18 +29,19 @@ func isDaemon() bool {
 	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
 }
 
-// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only
-// the calling thread. For the first start and every reload, it runs argv (every path
-// in it absolute) with the listener, the locked PID file and a socket pair, on which
-// the new daemon says `ready` (or why not) and takes what we move. One that fails, is
+// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread.
+// For the first start and every reload, it runs argv with the listener, the locked PID file and a socket
+// pair, on which the new daemon says `ready` (or why not) and takes what we move. One that fails, is
 // silent for 10s, or is starting when ctx is done, it kills with all it started.
-func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf *os.File) (pid int, to *net.UnixConn, err error) {
+func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf *os.File) (int, *net.UnixConn, error) {
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
 	}
-	sc, _ := ln.(*net.TCPListener).SyscallConn() // not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277)
+	// Not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277).
+	sc, _ := ln.(*net.TCPListener).SyscallConn()
 	var lnfd int
+	var err error
 	if cerr := sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) }); err != nil || cerr != nil {
 		return 0, nil, cmp.Or(err, cerr)
 	}
@@ -55,7 +56,7 @@ func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf
 	defer theirs.Close()
 	// Close-on-exec for all we hold (a shell's fd 251, say); ExtraFiles still pass.
 	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOSE_RANGE_CLOEXEC)
-		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (-foreground works without): close_range: %v", e)
+		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e)
 	}
 	fi, _ := theirs.Stat()
 	exe := argv[0] // a reload runs what is at the path by then
@@ -85,7 +86,7 @@ func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf
 		return 0, nil, err
 	}
 	theirs.Close() // the daemon's now: our read ends at EOF once it is gone
-	pid = cmd.Process.Pid
+	pid := cmd.Process.Pid
 	ctx, cancel := context.WithTimeoutCause(ctx, answerWithin, fmt.Errorf("no word from it in %v", answerWithin))
 	defer cancel()
 	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) }) // we read from it only here
@@ -108,10 +109,7 @@ func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf
 // firstArgs is the first daemon's command line: this binary and the flags, with every
 // path absolute, so that no reload needs the directory echod was started from.
 func firstArgs() []string {
-	exe := os.Args[0]
-	if !strings.Contains(exe, "/") {
-		exe, _ = exec.LookPath(exe) // as the shell found us
-	}
+	exe, _ := exec.LookPath(os.Args[0]) // as the shell found us; with a "/", as it is
 	exe, _ = filepath.Abs(exe)
 	argv := []string{exe}
 	flag.VisitAll(func(f *flag.Flag) {
@@ -146,13 +144,12 @@ func daemon(pidPath, dir, logPath string) error {
 		return err
 	}
 	parent := c.(*net.UnixConn)
-	err = os.Chdir(dir) // ③更改工作目录
-	var ln net.Listener
+	ln, err := listenerAt(listenerFD)
 	if err == nil {
-		ln, err = listenerAt(listenerFD)
+		err = os.Chdir(dir) // ③更改工作目录
 	}
 	if err == nil {
-		err = run(ln, parent, pidf, func(ctx context.Context) successor { return reload(ctx, ln, pidf, logPath) })
+		err = run(ln, parent, pidf, func(ctx context.Context) (int, *net.UnixConn) { return reload(ctx, ln, pidf, logPath) })
 	}
 	if err != nil {
 		if _, werr := fmt.Fprintln(parent, err); werr == nil {
@@ -162,8 +159,8 @@ func daemon(pidPath, dir, logPath string) error {
 	return err
 }
 
-// reload is 热重启: it starts a new daemon as the first start did.
-func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string) successor {
+// reload is 热重启: it starts a new daemon as the first start did; 0 if it fails, and we serve on.
+func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string) (int, *net.UnixConn) {
 	// Our log, too, anew by path: after logrotate, a failure's reason, and the new daemon, go to -log.
 	if f, err := openLog(logPath); err == nil {
 		syscall.Dup3(int(f.Fd()), 2, 0)
@@ -173,5 +170,12 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string)
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
 	pid, to, err := startDaemon(ctx, os.Args, ln, pidf, os.Stderr)
-	return successor{pid, to, err}
+	if err != nil && ctx.Err() != nil {
+		slog.Info("reload stopped", "err", err) // we stop too
+	} else if err != nil {
+		writePID(pidf, os.Getpid()) // the failed daemon may have written its own
+		slog.Error("reload failed; serving on", "err", err)
+		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
+	}
+	return pid, to
 }

@@ -39,7 +39,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	signal.Ignore(syscall.SIGPIPE)                                 // see ①; in every process, so that `echod | true` exits 0
+	signal.Ignore(syscall.SIGPIPE)                                 // see ①; in every process: `echod | true` exits 0
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log file (see ④)
 	if err := launch(); err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
@@ -106,7 +106,8 @@ func launch() (err error) {
 		}
 		logf.Close()
 	}()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP) // while we wait: leave no daemon
+	// While we wait for the daemon's word, a signal must leave no daemon behind.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	pid, to, err := startDaemon(ctx, firstArgs(), ln, pidf, logf)
 	if err == nil {
@@ -146,117 +147,75 @@ const (
 	answerWithin = 10 * time.Second // for a new daemon to say ready, and to take what we move
 )
 
-// A successor is the new daemon a reload starts, once it has said ready, or failed to.
-type successor struct {
-	pid int
-	to  *net.UnixConn // our socket pair to it
-	err error
-}
-
-// passedOn is a stop that our predecessor passed on over the socket pair: no second signal.
-type passedOn struct{}
-
-func (passedOn) String() string { return "stop passed on" }
-func (passedOn) Signal()        {}
-
-// run serves ln until a stop or, in a daemon (reload is not nil), until a reload hands
-// over. It is echod's one loop, as nginx's master cycle is: signals, and what our
-// predecessor passes on over from, are events, and the loop alone owns the state:
-// serving, starting a new daemon, handing over to it, or stopping.
-func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context.Context) successor) error {
+// run serves ln until a stop or, in a daemon (reload is not nil), a reload hands over. It is echod's one
+// loop, as nginx's master cycle is: signals, and what our predecessor passes on over from, are events,
+// and the loop alone owns the state: serving, starting a new daemon, handing over to it, or stopping.
+func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context.Context) (int, *net.UnixConn)) error {
 	stops, hup := make(chan os.Signal, 3), make(chan os.Signal, 1) // hup holds one: SIGHUPs during a start coalesce
 	signal.Notify(stops, syscall.SIGTERM, syscall.SIGINT)          // for good: a second one cuts at once, cleanly
 	if reload != nil {
 		signal.Notify(hup, syscall.SIGHUP) // in -foreground, SIGHUP keeps its default, as a closed terminal's
 	}
-	p := newPool(*workers, *queue, *idle)               // before we say ready: ready means serving
+	p := &pool{jobs: make(chan job, *queue), idle: *idle}
+	served := p.serve(ln, from, *workers, hup, stops)   // before we say ready: ready means serving
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // MAINPID: a daemon is not what systemd started
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if from != nil {
-		if _, err := io.WriteString(from, readyMsg); err != nil { // e.g., our parent was killed: nobody would know that we run
+		if _, err := io.WriteString(from, readyMsg); err != nil { // e.g., our parent was killed: nobody knows we run
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	served := p.serve(ln, from, hup, stops)
-	stop := func() {
-		slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
-		sdNotify("STOPPING=1")
-		p.stop(ln, nil, *grace)
-	}
 	var (
-		signals  int              // SIGTERMs and SIGINTs so far
-		starting chan successor   // while a new daemon starts
-		cancel   = func() {}      // ends its start
-		next     successor        // the new daemon, once it has said ready
-		stopping bool             // a stop has come
-		hups     = hup            // nil while a new daemon starts: one more SIGHUP waits in hup
-		linger   <-chan time.Time // after the last move
+		signals, next int              // SIGTERMs and SIGINTs so far; the new daemon, once it said ready
+		to            *net.UnixConn    // our socket pair to it
+		stopping      bool             // gracefully
+		linger        <-chan time.Time // after the last move
 	)
 	for {
 		select {
 		case s := <-stops:
-			if _, ok := s.(passedOn); !ok {
+			if s != nil { // nil: a stop our predecessor passed on, which is no second signal
 				signals++
 			}
 			switch {
-			case starting != nil:
-				stopping = true
-				cancel() // if it said ready all the same, the stop goes on to it
-			case next.to != nil:
-				order(next.to, "stop") // whoever signalled us meant the new daemon too: one graceful stop
+			case to != nil:
+				to.Write([]byte("stop")) // whoever signalled us meant it too: a message (nginx's channel), no signal
 			case !stopping:
 				stopping = true
-				stop()
+				slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
+				sdNotify("STOPPING=1")
+				p.stop(ln, nil, *grace)
 			case signals > 1:
 				slog.Info("stopping at once", "open", p.open.Load())
 				p.release()
 			}
-		case <-hups:
-			if next.to != nil {
-				order(next.to, "reload") // it runs the binary that is at the path now, and opens -log anew
+		case <-hup:
+			if to != nil {
+				to.Write([]byte("reload")) // it runs the binary that is at the path now, and opens -log anew
 			} else if !stopping {
-				ctx, c := context.WithCancel(context.Background())
-				starting, hups, cancel = make(chan successor, 1), nil, c
-				go func() { starting <- reload(ctx) }()
-			}
-		case s := <-starting:
-			starting, hups = nil, hup
-			cancel()
-			if s.err == nil {
-				next = s
-				p.stop(ln, next.to, *grace)
-				if stopping {
-					order(next.to, "stop")
+				// While a new daemon starts, a SIGHUP waits in hup and a stop in stops; a stop also ends the start.
+				ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+				if next, to = reload(ctx); to != nil {
+					p.stop(ln, to, *grace)
 				}
-			} else if stopping {
-				slog.Info("reload stopped", "err", s.err)
-				stop()
-			} else {
-				writePID(pidf, os.Getpid()) // the failed daemon may have written its own
-				slog.Error("reload failed; serving on", "err", s.err)
-				sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
+				cancel()
 			}
 		case <-served:
-			if next.to == nil {
+			if to == nil {
 				removePID(pidf)
 				slog.Info("stop", "cut", p.cut.Load())
 				return nil
 			}
 			served, linger = nil, time.After(50*time.Millisecond) // a signal the kernel has begun to deliver is passed on too
 		case <-linger:
-			slog.Info("stop", "handed_over_to", next.pid, "moved", p.moved.Load(), "cut", p.cut.Load()) // the PID file is its
+			slog.Info("stop", "handed_over_to", next, "moved", p.moved.Load(), "cut", p.cut.Load()) // the PID file is its
 			return nil
 		}
 	}
-}
-
-// order passes a stop or a reload on to the new daemon, as nginx's channel does.
-func order(to *net.UnixConn, what string) {
-	to.Write([]byte(what)) // if it is gone, there is nobody to tell
 }
 
 // A pool is the post's ThreadPool<TASK>, without the singleton: workers serve what
@@ -264,7 +223,6 @@ func order(to *net.UnixConn, what string) {
 type pool struct {
 	jobs             chan job
 	idle             time.Duration
-	busy             sync.WaitGroup
 	letGo            context.Context
 	release          context.CancelFunc
 	cutAt            time.Time     // when a Write in progress is cut: at once at a stop, after -grace at a reload
@@ -278,19 +236,14 @@ type job struct {
 	heard time.Time
 }
 
-func newPool(workers, queue int, idle time.Duration) *pool {
-	p := &pool{jobs: make(chan job, queue), idle: idle}
+// serve starts the workers, and feeds them from ln, and from what our predecessor moves to us
+// over from. It returns a channel that is closed once every connection is served, moved or cut.
+func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stops chan<- os.Signal) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
+	var busy, feeding sync.WaitGroup
 	for range workers {
-		p.busy.Go(p.worker)
+		busy.Go(p.worker)
 	}
-	return p
-}
-
-// serve feeds the pool from ln, and from what our predecessor moves to us over from,
-// and returns a channel that is closed once every connection is served, moved or cut.
-func (p *pool) serve(ln net.Listener, from *net.UnixConn, hup, stops chan<- os.Signal) <-chan struct{} {
-	var feeding sync.WaitGroup
 	feeding.Go(func() { p.accept(ln) })
 	if from != nil {
 		feeding.Go(func() { p.receive(from, hup, stops) })
@@ -298,7 +251,7 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, hup, stops chan<- os.S
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
 	go func() {
-		p.busy.Wait()
+		busy.Wait()
 		for j := range p.jobs { // what the workers left when the pool let go, in the order it came
 			p.end(j, errLetGo)
 		}
@@ -307,10 +260,9 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, hup, stops chan<- os.S
 	return served
 }
 
-// stop stops accepting. With to nil, connections may finish for grace, and then the
-// rest are cut, as net/http's Shutdown does. With a socket pair to a new daemon, each
-// connection moves there at its next safe point (传递文件描述符): those in service
-// first, then the queue in order, so that a new pool as large serves them all.
+// stop stops accepting. With to nil, connections may finish for grace, then the rest are cut, as
+// net/http's Shutdown does. With a socket pair to a new daemon, each connection moves there at its next
+// safe point (传递文件描述符): those in service first, then the queue in order, so a pool as large serves all.
 func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
 	ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
 	p.to, p.cutAt = to, time.Now()
@@ -379,15 +331,14 @@ func (p *pool) end(j job, err error) {
 
 var errLetGo = errors.New("let go at a safe point")
 
-// echo sends back what c sends until c half-closes (RFC 862), or letGo is done. The
-// deadline frees the worker of a stalled client; without it, N silent clients stop N
-// workers. heard is when the client was last heard, here or before a move.
+// echo sends back what c sends until c half-closes (RFC 862), or letGo is done. The deadline frees the
+// worker of a stalled client (N silent clients would stop N workers); heard moves with a connection.
 func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context, heard time.Time) (time.Time, error) {
 	if heard.IsZero() {
 		heard = time.Now() // it waited in the queue: -idle starts when it is served
 	}
 	c.SetDeadline(heard.Add(idle + idle/8))
-	for letGo.Err() == nil { // the safe point: all we read is written back (after a deadline move, which may undo a wake-up)
+	for letGo.Err() == nil { // the safe point: all we read is written back (after a deadline move, which may undo a wake)
 		nr, rerr := c.Read(buf)
 		if nr > 0 {
 			// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
@@ -426,22 +377,20 @@ func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 	var took, lost int
 	var why error
 	for {
-		n, oobn, flags, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
+		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
+		what, heard, _ := strings.Cut(string(msg[:n]), " ")
 		if err != nil || n == 0 {
 			break
-		}
-		what, heard, _ := strings.Cut(string(msg[:n]), " ")
-		switch what {
-		case "stop":
-			pass(stops, passedOn{})
-		case "reload":
-			pass(hup, syscall.SIGHUP)
-		case "move":
-			c, err := movedConn(oob[:oobn], flags)
-			if err != nil {
-				lost, why = lost+1, err
-				continue
+		} else if what == "stop" {
+			stops <- nil // the loop always takes it: it waits for us to end
+		} else if what == "reload" {
+			select {
+			case hup <- syscall.SIGHUP:
+			default: // one waits already: they coalesce, as signals do
 			}
+		} else if c, err := movedConn(oob[:oobn]); err != nil {
+			lost, why = lost+1, err
+		} else {
 			us, _ := strconv.ParseInt(heard, 10, 64)
 			took++
 			p.open.Add(1)
@@ -456,26 +405,16 @@ func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 	}
 }
 
-func pass(to chan<- os.Signal, s os.Signal) {
-	select {
-	case to <- s:
-	default: // one waiting is enough
-	}
-}
-
 // movedConn takes the descriptor a move carries. Past our descriptor limit, the kernel
-// drops it (MSG_CTRUNC) or FileConn cannot dup it: closed, its socket ends with EOF.
-func movedConn(oob []byte, flags int) (net.Conn, error) {
-	if flags&syscall.MSG_CTRUNC != 0 {
-		return nil, errors.New("the kernel dropped the descriptor (MSG_CTRUNC): out of descriptors?")
-	}
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil || len(msgs) != 1 {
-		return nil, cmp.Or(err, errors.New("no descriptor"))
+// drops it (MSG_CTRUNC), or FileConn cannot dup it: either way, its socket closes.
+func movedConn(oob []byte) (net.Conn, error) {
+	msgs, _ := syscall.ParseSocketControlMessage(oob)
+	if len(msgs) != 1 {
+		return nil, errors.New("no descriptor came (MSG_CTRUNC): we are out of them")
 	}
 	fds, err := syscall.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, cmp.Or(err, errors.New("no descriptor"))
+	if err != nil {
+		return nil, err
 	}
 	f := os.NewFile(uintptr(fds[0]), "moved")
 	defer f.Close() // the conn has a copy

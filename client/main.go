@@ -17,7 +17,7 @@ import (
 var (
 	retries = flag.Int("retries", 10, "reconnect attempts before giving up on a line")
 	wait    = flag.Duration("wait", time.Second, "pause between reconnect attempts")
-	timeout = flag.Duration("timeout", 10*time.Second, "the longest the server may stall: to connect, to take the line, to answer")
+	timeout = flag.Duration("timeout", 10*time.Second, "the longest the server may stall: to connect, take a line, answer")
 )
 
 func main() {
@@ -25,8 +25,8 @@ func main() {
 	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
 	host, closed := strings.CutSuffix(host, "]")
 	addr := net.JoinHostPort(host, flag.Arg(1))
-	_, _, err := net.SplitHostPort(addr)                                              // what no retry can mend: a stray "]",
-	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // or an address that is none, 300.1.1.1
+	_, _, err := net.SplitHostPort(addr)                                              // no retry mends a stray "]",
+	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // or 300.1.1.1, no address
 	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 ||
 		numeric && net.ParseIP(host) == nil || open != closed || *timeout <= 0 || *retries < 0 || *wait < 0 {
 		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
