@@ -90,6 +90,21 @@ func TestReadmesAgree(t *testing.T) {
 			t.Errorf("%s says a Go program keeps an inherited ignore %q; it keeps it for SIGTSTP, SIGTTIN and SIGTTOU too", name, m)
 		}
 	}
+	// The reload's rules (issue 22): a table in each, and nothing that echod no longer says.
+	rules := map[string][]string{
+		"README.md":       {"| serving |", "| starting a new daemon |", "| handing over |", "| stopping |"},
+		"README.zh-CN.md": {"| 服务中 |", "| 启动新守护进程 |", "| 交接中 |", "| 退出中 |"},
+	}
+	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
+		for _, row := range rules[name] {
+			if !strings.Contains(text, row) {
+				t.Errorf("%s: the reload's rules have no row %q", name, row)
+			}
+		}
+		if m := regexp.MustCompile(`passing the stop on|must be > 0`).FindString(text); m != "" {
+			t.Errorf("%s shows %q, which echod no longer says", name, m)
+		}
+	}
 	cjk := `[\p{Han}\x{3000}-\x{303f}\x{ff00}-\x{ffef}“”]` // Han or CJK punctuation: GitHub renders a newline between two as a space
 	for name, text := range map[string]string{"README.md": en, "README.zh-CN.md": zh} {
 		for i, part := range strings.Split(text, "```") {
