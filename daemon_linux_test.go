@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,20 +118,33 @@ func running(marker string) []int {
 	return found
 }
 
-// descendants lists pid's children, their children, and so on.
+// descendants lists pid's children, their children, and so on. A walk
+// misses a process that an exiting parent hands up to an ancestor already
+// read, so it walks until two walks agree (at most 10 times), and returns all
+// that any walk saw.
 func descendants(pid int) []int {
-	var all []int
-	for next := []int{pid}; len(next) > 0; next = next[1:] {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", next[0])) // each thread's own
-		for _, f := range tasks {
-			b, _ := os.ReadFile(f)
-			for _, field := range strings.Fields(string(b)) {
-				child, _ := strconv.Atoi(field)
-				all, next = append(all, child), append(next, child)
+	var seen, last []int
+	for range 10 {
+		var walk []int
+		for next := []int{pid}; len(next) > 0; next = next[1:] {
+			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", next[0])) // each thread's own
+			for _, f := range tasks {
+				b, _ := os.ReadFile(f)
+				for _, field := range strings.Fields(string(b)) {
+					child, _ := strconv.Atoi(field)
+					walk, next = append(walk, child), append(next, child)
+				}
 			}
 		}
+		slices.Sort(walk)
+		seen = append(seen, walk...)
+		if slices.Equal(walk, last) {
+			break
+		}
+		last = walk
 	}
-	return all
+	slices.Sort(seen)
+	return slices.Compact(seen)
 }
 
 var canList = sync.OnceValue(func() bool {
