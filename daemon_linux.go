@@ -30,10 +30,10 @@ func isDaemon() bool {
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread.
-// For the first start and every reload, it runs argv with the listener, the locked PID file and a socket
+// For the first start and every reload, it runs echod with the listener, the locked PID file and a socket
 // pair, on which the new daemon says `ready` (or why not) and takes what we move. One that fails, is
 // silent for 10s, or is starting when ctx is done, it kills with all it started.
-func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf *os.File) (int, *net.UnixConn, error) {
+func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int, *net.UnixConn, error) {
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
@@ -59,6 +59,7 @@ func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf
 		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e)
 	}
 	fi, _ := theirs.Stat()
+	argv := daemonArgs()
 	exe := argv[0] // a reload runs what is at the path by then
 	if _, err := os.Stat(exe); err != nil {
 		slog.Warn("running this binary again", "err", err) // e.g., go run removed it
@@ -106,12 +107,13 @@ func startDaemon(ctx context.Context, argv []string, ln net.Listener, pidf, logf
 	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", pid, cmd.ProcessState)
 }
 
-// firstArgs is the first daemon's command line: this binary and the flags, with every
-// path absolute, so that no reload needs the directory echod was started from.
-func firstArgs() []string {
-	exe, _ := exec.LookPath(os.Args[0]) // as the shell found us; with a "/", as it is
-	exe, _ = filepath.Abs(exe)
-	argv := []string{exe}
+// daemonArgs is the daemon's command line: the path we were started as, and the flags, with every path
+// absolute, so that no reload needs the directory echod was first started from.
+func daemonArgs() []string {
+	argv := []string{os.Args[0]}
+	if exe, err := exec.LookPath(argv[0]); err == nil { // as the shell found us; a path stays as it is
+		argv[0], _ = filepath.Abs(exe)
+	}
 	flag.VisitAll(func(f *flag.Flag) {
 		v, isPath := f.Value.String(), f.Name == "dir" || f.Name == "log" || f.Name == "pidfile"
 		if isPath && v != "" {
@@ -169,7 +171,7 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string)
 	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
-	pid, to, err := startDaemon(ctx, os.Args, ln, pidf, os.Stderr)
+	pid, to, err := startDaemon(ctx, ln, pidf, os.Stderr)
 	if err != nil && ctx.Err() != nil {
 		slog.Info("reload stopped", "err", err) // we stop too
 	} else if err != nil {

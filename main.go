@@ -109,7 +109,7 @@ func launch() (err error) {
 	// While we wait for the daemon's word, a signal must leave no daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	pid, to, err := startDaemon(ctx, firstArgs(), ln, pidf, logf)
+	pid, to, err := startDaemon(ctx, ln, pidf, logf)
 	if err == nil {
 		to.Close() // nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
@@ -218,8 +218,7 @@ func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context
 	}
 }
 
-// A pool is the post's ThreadPool<TASK>, without the singleton: workers serve what
-// accept and receive queue in jobs, until it is closed or the pool lets go.
+// A pool is the post's ThreadPool<TASK>, without the singleton: workers serve the jobs accept and receive queue.
 type pool struct {
 	jobs             chan job
 	idle             time.Duration
@@ -236,8 +235,7 @@ type job struct {
 	heard time.Time
 }
 
-// serve starts the workers, and feeds them from ln, and from what our predecessor moves to us
-// over from. It returns a channel that is closed once every connection is served, moved or cut.
+// serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
 func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stops chan<- os.Signal) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
 	var busy, feeding sync.WaitGroup
@@ -306,13 +304,7 @@ func (p *pool) worker() {
 			if !ok {
 				return
 			}
-			wake := context.AfterFunc(p.letGo, func() {
-				j.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
-				j.SetWriteDeadline(p.cutAt)
-			})
-			var err error
-			j.heard, err = echo(j, buf, p.idle, p.letGo, j.heard)
-			wake()
+			err := p.echo(&j, buf)
 			p.end(j, err)
 		}
 	}
@@ -331,36 +323,39 @@ func (p *pool) end(j job, err error) {
 
 var errLetGo = errors.New("let go at a safe point")
 
-// echo sends back what c sends until c half-closes (RFC 862), or letGo is done. The deadline frees the
-// worker of a stalled client (N silent clients would stop N workers); heard moves with a connection.
-func echo(c net.Conn, buf []byte, idle time.Duration, letGo context.Context, heard time.Time) (time.Time, error) {
-	if heard.IsZero() {
-		heard = time.Now() // it waited in the queue: -idle starts when it is served
+// echo sends back what j sends until it half-closes (RFC 862), or the pool lets go. The deadline frees
+// the worker of a stalled client (N silent clients would stop N workers); j.heard moves with a connection.
+func (p *pool) echo(j *job, buf []byte) error {
+	defer context.AfterFunc(p.letGo, func() {
+		j.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
+		j.SetWriteDeadline(p.cutAt)
+	})()
+	if j.heard.IsZero() {
+		j.heard = time.Now() // it waited in the queue: -idle starts when it is served
 	}
-	c.SetDeadline(heard.Add(idle + idle/8))
-	for letGo.Err() == nil { // the safe point: all we read is written back (after a deadline move, which may undo a wake)
-		nr, rerr := c.Read(buf)
+	j.SetDeadline(j.heard.Add(p.idle + p.idle/8))
+	for p.letGo.Err() == nil { // the safe point: all read is written back; after a deadline move, which may undo a wake
+		nr, rerr := j.Read(buf)
 		if nr > 0 {
 			// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
-			if now := time.Now(); now.Sub(heard) >= idle/8 {
-				c.SetDeadline(now.Add(idle + idle/8))
-				heard = now
+			if now := time.Now(); now.Sub(j.heard) >= p.idle/8 {
+				j.SetDeadline(now.Add(p.idle + p.idle/8))
+				j.heard = now
 			}
-			if _, err := c.Write(buf[:nr]); err != nil { // unlike write(2): all is written, or it fails
-				return heard, err // e.g., the client reset, or stopped reading for idle
+			if _, err := j.Write(buf[:nr]); err != nil { // unlike write(2): all is written, or it fails
+				return err // e.g., the client reset, or stopped reading for idle
 			}
 		}
 		if rerr == io.EOF {
-			return heard, nil // the client's FIN: everything before it is echoed
-		} else if rerr != nil && letGo.Err() == nil {
-			return heard, rerr // e.g., idle timeout; the post spins here forever
+			return nil // the client's FIN: everything before it is echoed
+		} else if rerr != nil && p.letGo.Err() == nil {
+			return rerr // e.g., idle timeout; the post spins here forever
 		}
 	}
-	return heard, errLetGo
+	return errLetGo
 }
 
-// send moves j: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same
-// socket. The message says when its client was last heard.
+// send moves j: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket, and heard.
 func send(to *net.UnixConn, j job) error {
 	f, err := j.Conn.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
 	if err == nil {
