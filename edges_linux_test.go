@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -124,10 +123,7 @@ func TestReloadNoGrace(t *testing.T) {
 // open only 20 files: what it cannot take it says, in a WARN line with the
 // count and the reason, and closes, so that no client hangs.
 func TestReloadOutOfDescriptors(t *testing.T) {
-	prlimit, err := exec.LookPath("prlimit")
-	if err != nil {
-		t.Skip("needs prlimit (util-linux)")
-	}
+	needTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
 	conns := make([]*net.TCPConn, 30)
@@ -136,7 +132,7 @@ func TestReloadOutOfDescriptors(t *testing.T) {
 			t.Fatal("no echo")
 		}
 	}
-	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nexec %s --nofile=20:20 %s \"$@\"\n", prlimit, echodBin))
+	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nexec prlimit --nofile=20:20 %s \"$@\"\n", echodBin))
 	reloadOnce(t, dir, pid)
 	served := 0
 	for i, c := range conns {
