@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -12,8 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -26,7 +23,7 @@ const (
 
 func isDaemon() bool {
 	var st syscall.Stat_t
-	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == strconv.FormatUint(st.Ino, 10)
+	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == fmt.Sprint(st.Ino)
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread.
@@ -40,10 +37,10 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	}
 	// Not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277).
 	sc, _ := ln.(*net.TCPListener).SyscallConn()
-	var lnfd int
-	var err error
-	if cerr := sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) }); err != nil || cerr != nil {
-		return 0, nil, cmp.Or(err, cerr)
+	lnfd, err := 0, error(syscall.EBADF) // if ln is closed, Control calls nothing
+	sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) })
+	if err != nil {
+		return 0, nil, err
 	}
 	lnf := os.NewFile(uintptr(lnfd), "listener")
 	defer lnf.Close()
@@ -67,7 +64,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	}
 	cmd := exec.Command(exe, argv[1:]...)
 	cmd.Args[0] = argv[0] // for the next reload, which may find an upgrade there
-	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.FormatUint(fi.Sys().(*syscall.Stat_t).Ino, 10))
+	cmd.Env = append(os.Environ(), daemonEnv+"="+fmt.Sprint(fi.Sys().(*syscall.Stat_t).Ino))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略其他信号 and ③更改工作目录 are the daemon's own (see daemon).
 
@@ -88,7 +85,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	}
 	theirs.Close() // the daemon's now: our read ends at EOF once it is gone
 	pid := cmd.Process.Pid
-	ctx, cancel := context.WithTimeoutCause(ctx, answerWithin, fmt.Errorf("no word from it in %v", answerWithin))
+	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
 	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) }) // we read from it only here
 	msg := make([]byte, 4096)
@@ -100,7 +97,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	syscall.Kill(-pid, syscall.SIGKILL) // its process group (it is a session leader): a wrapper's children too
 	cmd.Wait()
 	if len(msg) > 0 {
-		return 0, nil, errors.New(strings.TrimSpace(string(msg))) // the daemon's own words
+		return 0, nil, errors.New(string(msg)) // the daemon's own words
 	} else if ctx.Err() != nil {
 		return 0, nil, fmt.Errorf("start-up of pid %d stopped: %w", pid, context.Cause(ctx))
 	}
@@ -154,7 +151,7 @@ func daemon(pidPath, dir, logPath string) error {
 		err = run(ln, parent, pidf, func(ctx context.Context) (int, *net.UnixConn) { return reload(ctx, ln, pidf, logPath) })
 	}
 	if err != nil {
-		if _, werr := fmt.Fprintln(parent, err); werr == nil {
+		if _, werr := fmt.Fprint(parent, err); werr == nil {
 			return nil // our parent prints it, or logs it at a reload; not twice
 		}
 	}

@@ -142,10 +142,7 @@ func listenerAt(fd int) (net.Listener, error) {
 	return nil, fmt.Errorf("fd %d is not a listening TCP socket", fd) // and we exit
 }
 
-const (
-	readyMsg     = "ready\n"        // from a new daemon; anything else, or EOF, is failure
-	answerWithin = 10 * time.Second // for a new daemon to say ready, and to take what we move
-)
+const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
 // run serves ln until a stop or, in a daemon (reload is not nil), a reload hands over. It is echod's one
 // loop, as nginx's master cycle is: signals, and what our predecessor passes on over from, are events,
@@ -269,12 +266,12 @@ func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
 		return
 	}
 	p.cutAt = p.cutAt.Add(grace)
-	to.SetWriteDeadline(p.cutAt.Add(answerWithin)) // for a new daemon that stopped reading; an idle move never lacks grace
+	to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // for a new daemon that stopped reading: no move lacks grace
 	p.release()
 }
 
-// accept hands each new connection to the pool until ln is closed. With every worker
-// busy and jobs full, later clients wait in the listen backlog: backpressure, not loss.
+// accept queues each new connection until ln is closed. With every worker busy and jobs full, later
+// clients wait in the listen backlog: backpressure, not loss.
 func (p *pool) accept(ln net.Listener) {
 	var delay time.Duration
 	for {
@@ -365,15 +362,15 @@ func send(to *net.UnixConn, j job) error {
 	return err
 }
 
-// receive feeds jobs, as accept does, with what our predecessor moves to us, and passes
-// its orders on as signals, until it is done (EOF). What we cannot take, we say.
+// receive queues what our predecessor moves to us, and passes its orders on as signals, until its EOF.
 func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 	msg, oob := make([]byte, 32), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
 	var took, lost int
 	var why error
 	for {
 		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
-		what, heard, _ := strings.Cut(string(msg[:n]), " ")
+		what, heard := "", int64(0)
+		fmt.Sscan(string(msg[:n]), &what, &heard)
 		if err != nil || n == 0 {
 			break
 		} else if what == "stop" {
@@ -386,10 +383,9 @@ func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 		} else if c, err := movedConn(oob[:oobn]); err != nil {
 			lost, why = lost+1, err
 		} else {
-			us, _ := strconv.ParseInt(heard, 10, 64)
 			took++
 			p.open.Add(1)
-			p.jobs <- job{c, time.UnixMicro(us)}
+			p.jobs <- job{c, time.UnixMicro(heard)}
 		}
 	}
 	if took > 0 { // none at a first start

@@ -25,10 +25,9 @@ func main() {
 	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
 	host, closed := strings.CutSuffix(host, "]")
 	addr := net.JoinHostPort(host, flag.Arg(1))
-	_, _, err := net.SplitHostPort(addr)                                              // no retry mends a stray "]",
-	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // or 300.1.1.1, no address
-	if p, perr := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || perr != nil || p == 0 ||
-		numeric && net.ParseIP(host) == nil || open != closed || *timeout <= 0 || *retries < 0 || *wait < 0 {
+	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // no retry mends 300.1.1.1, or a "]"
+	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 || open != closed ||
+		strings.ContainsAny(host, "[]") || numeric && net.ParseIP(host) == nil || *timeout <= 0 || *retries < 0 || *wait < 0 {
 		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
