@@ -26,10 +26,9 @@ func isDaemon() bool {
 	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == fmt.Sprint(st.Ino)
 }
 
-// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread.
-// For the first start and every reload, it runs echod with the listener, the locked PID file and a socket
-// pair, on which the new daemon says `ready` (or why not) and takes what we move. One that fails, is
-// silent for 10s, or is starting when ctx is done, it kills with all it started.
+// startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread. At the
+// first start and every reload, it runs echod with the listener, the locked PID file and a socket pair, on
+// which the daemon says `ready` (or why not) and takes what we move; one that does not, it kills with its group.
 func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int, *net.UnixConn, error) {
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
@@ -104,8 +103,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", pid, cmd.ProcessState)
 }
 
-// daemonArgs is the daemon's command line: the path we were started as, and the flags, with every path
-// absolute, so that no reload needs the directory echod was first started from.
+// daemonArgs is our command line with every path absolute: no reload needs the directory we started in.
 func daemonArgs() []string {
 	argv := []string{os.Args[0]}
 	if exe, err := exec.LookPath(argv[0]); err == nil { // as the shell found us; a path stays as it is

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,12 +20,11 @@ import (
 )
 
 var (
-	addr    = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
-	workers = flag.Int("workers", 64, "size of the fixed pool (1 to 10000: each has a 32 KiB buffer)")
-	queue   = flag.Int("queue", 64, "capacity of the channel of accepted connections (0 to 100000)")
-	idle    = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
-	grace   = flag.Duration("grace", 5*time.Second,
-		"on SIGTERM/SIGINT, how long connections may finish; at a reload, how long a Write may block a move")
+	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
+	workers    = flag.Int("workers", 64, "size of the fixed pool (1 to 10000: each has a 32 KiB buffer)")
+	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections (0 to 100000)")
+	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
+	grace      = flag.Duration("grace", 5*time.Second, "how long a stop lets connections finish, or a Write delay a move")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
@@ -123,7 +121,7 @@ func listen(address string) (net.Listener, error) {
 	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(v) // for us alone
 	}
-	if pid != strconv.Itoa(os.Getpid()) {
+	if pid != fmt.Sprint(os.Getpid()) {
 		return net.Listen("tcp", address) // e.g., no LISTEN_PID, or one meant for our parent
 	} else if fds != "1" {
 		return nil, fmt.Errorf("LISTEN_FDS=%s: echod takes exactly one socket", fds)
@@ -144,9 +142,8 @@ func listenerAt(fd int) (net.Listener, error) {
 
 const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
-// run serves ln until a stop or, in a daemon (reload is not nil), a reload hands over. It is echod's one
-// loop, as nginx's master cycle is: signals, and what our predecessor passes on over from, are events,
-// and the loop alone owns the state: serving, starting a new daemon, handing over to it, or stopping.
+// run serves ln until a stop, or a reload hands over (reload is nil in -foreground). It is echod's one loop, as
+// nginx's master cycle: signals and our predecessor's orders are events; it alone owns the state.
 func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context.Context) (int, *net.UnixConn)) error {
 	stops, hup := make(chan os.Signal, 3), make(chan os.Signal, 1) // hup holds one: SIGHUPs during a start coalesce
 	signal.Notify(stops, syscall.SIGTERM, syscall.SIGINT)          // for good: a second one cuts at once, cleanly
@@ -166,12 +163,10 @@ func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	var (
-		signals, next int              // SIGTERMs and SIGINTs so far; the new daemon, once it said ready
-		to            *net.UnixConn    // our socket pair to it
-		stopping      bool             // gracefully
-		linger        <-chan time.Time // after the last move
-	)
+	var signals, next int       // SIGTERMs and SIGINTs so far; the new daemon, once it said ready
+	var to *net.UnixConn        // our socket pair to it
+	var stopping bool           // gracefully
+	var linger <-chan time.Time // after the last move
 	for {
 		select {
 		case s := <-stops:
@@ -248,7 +243,7 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stop
 	go func() {
 		busy.Wait()
 		for j := range p.jobs { // what the workers left when the pool let go, in the order it came
-			p.end(j, errLetGo)
+			p.end(&j, errLetGo)
 		}
 		close(served)
 	}()
@@ -270,11 +265,9 @@ func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
 	p.release()
 }
 
-// accept queues each new connection until ln is closed. With every worker busy and jobs full, later
-// clients wait in the listen backlog: backpressure, not loss.
+// accept queues each new connection until ln is closed. Once jobs is full, clients wait in the backlog: no loss.
 func (p *pool) accept(ln net.Listener) {
-	var delay time.Duration
-	for {
+	for delay := time.Duration(0); ; {
 		c, err := ln.Accept()
 		if errors.Is(err, net.ErrClosed) {
 			return
@@ -290,8 +283,7 @@ func (p *pool) accept(ln net.Listener) {
 	}
 }
 
-// worker serves connections one at a time, like one of the post's pool threads. Its
-// buffer is reused: echo allocates nothing (in make bench, 16 KiB cost 50% more CPU).
+// worker serves a connection at a time, like a pool thread of the post's, with one buffer (16 KiB cost 50% more CPU).
 func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
 	for p.letGo.Err() == nil {
@@ -301,14 +293,13 @@ func (p *pool) worker() {
 			if !ok {
 				return
 			}
-			err := p.echo(&j, buf)
-			p.end(j, err)
+			p.end(&j, p.echo(&j, buf))
 		}
 	}
 }
 
 // end lets go of a connection: it moves, at a reload, or is closed.
-func (p *pool) end(j job, err error) {
+func (p *pool) end(j *job, err error) {
 	if err == errLetGo && p.to != nil && send(p.to, j) == nil {
 		p.moved.Add(1)
 	} else if err != nil && p.letGo.Err() != nil {
@@ -353,7 +344,7 @@ func (p *pool) echo(j *job, buf []byte) error {
 }
 
 // send moves j: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket, and heard.
-func send(to *net.UnixConn, j job) error {
+func send(to *net.UnixConn, j *job) error {
 	f, err := j.Conn.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
 	if err == nil {
 		_, _, err = to.WriteMsgUnix(fmt.Appendf(nil, "move %d", j.heard.UnixMicro()), syscall.UnixRights(int(f.Fd())), nil)
@@ -396,8 +387,7 @@ func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 	}
 }
 
-// movedConn takes the descriptor a move carries. Past our descriptor limit, the kernel
-// drops it (MSG_CTRUNC), or FileConn cannot dup it: either way, its socket closes.
+// movedConn takes a move's descriptor. Past our limit, the kernel drops it (MSG_CTRUNC) or FileConn cannot dup it.
 func movedConn(oob []byte) (net.Conn, error) {
 	msgs, _ := syscall.ParseSocketControlMessage(oob)
 	if len(msgs) != 1 {
