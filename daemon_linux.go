@@ -56,13 +56,11 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	}
 	fi, _ := theirs.Stat()
 	argv := daemonArgs()
-	exe := argv[0] // a reload runs what is at the path by then
-	if _, err := os.Stat(exe); err != nil {
+	cmd := exec.Command(argv[0], argv[1:]...) // a reload runs what is at the path by then
+	if _, err := os.Stat(cmd.Path); err != nil {
 		slog.Warn("running this binary again", "err", err) // e.g., go run removed it
-		exe = "/proc/self/exe"
+		cmd.Path = "/proc/self/exe"                        // this once: argv[0] stays, for the next reload
 	}
-	cmd := exec.Command(exe, argv[1:]...)
-	cmd.Args[0] = argv[0] // for the next reload, which may find an upgrade there
 	cmd.Env = append(os.Environ(), daemonEnv+"="+fmt.Sprint(fi.Sys().(*syscall.Stat_t).Ino))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略其他信号 and ③更改工作目录 are the daemon's own (see daemon).

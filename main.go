@@ -250,9 +250,8 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stop
 	return served
 }
 
-// stop stops accepting. With to nil, connections may finish for grace, then the rest are cut, as
-// net/http's Shutdown does. With a socket pair to a new daemon, each connection moves there at its next
-// safe point (传递文件描述符): those in service first, then the queue in order, so a pool as large serves all.
+// stop stops accepting. With to nil, connections may finish for grace, then the rest are cut (net/http's Shutdown).
+// With a pair to a new daemon, each moves at its next safe point: in service first, then the queue, in order.
 func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
 	ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
 	p.to, p.cutAt = to, time.Now()
@@ -343,7 +342,7 @@ func (p *pool) echo(j *job, buf []byte) error {
 	return errLetGo
 }
 
-// send moves j: SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket, and heard.
+// send moves j (传递文件描述符): SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
 func send(to *net.UnixConn, j *job) error {
 	f, err := j.Conn.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
 	if err == nil {

@@ -40,8 +40,7 @@ func main() {
 		}
 		line, err := in.ReadBytes('\n')
 		if len(line) > 0 {
-			// Reconnect and resend after a failure: a line arrives at least once,
-			// perhaps twice, which is harmless for echo only.
+			// Reconnect and resend after a failure: a line arrives at least once, perhaps twice (harmless for echo).
 			reply, err := roundTrip(addr, line)
 			for try := 1; err != nil && try <= *retries; try++ {
 				fmt.Fprintf(os.Stderr, "client: %v; retry %d of %d in %v\n", err, try, *retries, *wait)
