@@ -34,9 +34,8 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
 		return 0, nil, errors.New("-pidfile and -log are the same file")
 	}
-	// Not ln.File(): exec calls its Fd, which makes the shared socket blocking (golang/go#29277).
-	sc, _ := ln.(*net.TCPListener).SyscallConn()
-	lnfd, err := 0, error(syscall.EBADF) // if ln is closed, Control calls nothing
+	sc, _ := ln.(*net.TCPListener).SyscallConn() // not ln.File(): exec's Fd makes it blocking, ours too (golang/go#29277)
+	lnfd, err := 0, error(syscall.EBADF)         // if ln is closed, Control calls nothing
 	sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) })
 	if err != nil {
 		return 0, nil, err

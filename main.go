@@ -104,9 +104,8 @@ func launch() (err error) {
 		}
 		logf.Close()
 	}()
-	// While we wait for the daemon's word, a signal must leave no daemon behind.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
+	defer stop() // while we wait for the daemon's word, a signal must leave no daemon behind
 	pid, to, err := startDaemon(ctx, ln, pidf, logf)
 	if err == nil {
 		to.Close() // nothing to move at a first start: the daemon reads EOF
@@ -151,7 +150,7 @@ func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context
 		signal.Notify(hup, syscall.SIGHUP) // in -foreground, SIGHUP keeps its default, as a closed terminal's
 	}
 	p := &pool{jobs: make(chan job, *queue), idle: *idle}
-	served := p.serve(ln, from, *workers, hup, stops)   // before we say ready: ready means serving
+	served := p.serve(ln, from, *workers, stops)        // before we say ready: ready means serving
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
@@ -228,7 +227,7 @@ type job struct {
 }
 
 // serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
-func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stops chan<- os.Signal) <-chan struct{} {
+func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, stops chan<- os.Signal) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
 	var busy, feeding sync.WaitGroup
 	for range workers {
@@ -236,7 +235,7 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, hup, stop
 	}
 	feeding.Go(func() { p.accept(ln) })
 	if from != nil {
-		feeding.Go(func() { p.receive(from, hup, stops) })
+		feeding.Go(func() { p.receive(from, stops) })
 	}
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
@@ -310,8 +309,7 @@ func (p *pool) end(j *job, err error) {
 
 var errLetGo = errors.New("let go at a safe point")
 
-// echo sends back what j sends until it half-closes (RFC 862), or the pool lets go. The deadline frees
-// the worker of a stalled client (N silent clients would stop N workers); j.heard moves with a connection.
+// echo sends back what j sends until it half-closes (RFC 862) or the pool lets go; -idle frees it of a silent client.
 func (p *pool) echo(j *job, buf []byte) error {
 	defer context.AfterFunc(p.letGo, func() {
 		j.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
@@ -353,7 +351,7 @@ func send(to *net.UnixConn, j *job) error {
 }
 
 // receive queues what our predecessor moves to us, and passes its orders on as signals, until its EOF.
-func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
+func (p *pool) receive(from *net.UnixConn, stops chan<- os.Signal) {
 	msg, oob := make([]byte, 32), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
 	var took, lost int
 	var why error
@@ -366,10 +364,7 @@ func (p *pool) receive(from *net.UnixConn, hup, stops chan<- os.Signal) {
 		} else if what == "stop" {
 			stops <- nil // the loop always takes it: it waits for us to end
 		} else if what == "reload" {
-			select {
-			case hup <- syscall.SIGHUP:
-			default: // one waits already: they coalesce, as signals do
-			}
+			syscall.Kill(os.Getpid(), syscall.SIGHUP) // as if sent to us: SIGHUPs coalesce in hup
 		} else if c, err := movedConn(oob[:oobn]); err != nil {
 			lost, why = lost+1, err
 		} else {

@@ -1,5 +1,4 @@
-// Command client sends each line of its input to an echo server and prints
-// the reply, reconnecting as the post's client does when the server goes away.
+// Command client sends each line of its input to an echo server and prints the reply, reconnecting as the post's does.
 package main
 
 import (
