@@ -80,24 +80,23 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 		return 0, nil, err
 	}
 	theirs.Close() // the daemon's now: our read ends at EOF once it is gone
-	pid := cmd.Process.Pid
 	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
 	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) }) // we read from it only here
 	msg := make([]byte, 4096)
 	n, _ := pair.Read(msg)
 	if msg = msg[:n]; string(msg) == readyMsg {
-		return pid, pair.(*net.UnixConn), nil
+		return cmd.Process.Pid, pair.(*net.UnixConn), nil
 	}
 	pair.Close()
-	syscall.Kill(-pid, syscall.SIGKILL) // its process group (it is a session leader): a wrapper's children too
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its process group (a session leader's): a wrapper's children too
 	cmd.Wait()
 	if len(msg) > 0 {
 		return 0, nil, errors.New(string(msg)) // the daemon's own words
 	} else if ctx.Err() != nil {
-		return 0, nil, fmt.Errorf("start-up of pid %d stopped: %w", pid, context.Cause(ctx))
+		return 0, nil, fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx))
 	}
-	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", pid, cmd.ProcessState)
+	return 0, nil, fmt.Errorf("pid %d ended in start-up without a word, %v", cmd.Process.Pid, cmd.ProcessState)
 }
 
 // daemonArgs is our command line with every path absolute: no reload needs the directory we started in.

@@ -220,10 +220,9 @@ type pool struct {
 	open, moved, cut atomic.Int64
 }
 
-// A job is a connection, and when its client was last heard (zero until it is served): its -idle moves with it.
 type job struct {
 	net.Conn
-	heard time.Time
+	heard time.Time // when its client was last heard (zero until it is served): its -idle moves with it
 }
 
 // serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
