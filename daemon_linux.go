@@ -49,8 +49,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	ours, theirs := os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair")
 	defer ours.Close()
 	defer theirs.Close()
-	// Close-on-exec for all we hold (a shell's fd 251, say); ExtraFiles still pass.
-	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOSE_RANGE_CLOEXEC)
+	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOEXEC): a shell's fd 251 too
 		return 0, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e)
 	}
 	fi, _ := theirs.Stat()
@@ -58,7 +57,7 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (int
 	cmd := exec.Command(argv[0], argv[1:]...) // a reload runs what is at the path by then
 	if _, err := os.Stat(cmd.Path); err != nil {
 		slog.Warn("running this binary again", "err", err) // e.g., go run removed it
-		cmd.Path = "/proc/self/exe"                        // this once: argv[0] stays, for the next reload
+		cmd.Path, cmd.Err = "/proc/self/exe", nil          // this once: argv[0] stays, for the next reload
 	}
 	cmd.Env = append(os.Environ(), daemonEnv+"="+fmt.Sprint(fi.Sys().(*syscall.Stat_t).Ino))
 	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
@@ -163,9 +162,7 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string)
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
 	pid, to, err := startDaemon(ctx, ln, pidf, os.Stderr)
-	if err != nil && ctx.Err() != nil {
-		slog.Info("reload stopped", "err", err) // we stop too
-	} else if err != nil {
+	if err != nil && ctx.Err() == nil { // else a stop ended the start, and we stop too
 		writePID(pidf, os.Getpid()) // the failed daemon may have written its own
 		slog.Error("reload failed; serving on", "err", err)
 		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))

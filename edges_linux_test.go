@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -190,6 +191,50 @@ func TestReloadKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestReloadSecondStop sends two SIGTERMs to the new daemon while the old
+// one still waits on a client that does not read: the second cuts at once,
+// and the new daemon takes nothing more and goes, without waiting for the
+// old daemon's -grace.
+func TestReloadSecondStop(t *testing.T) {
+	t.Parallel() // the old daemon waits out its -grace at the end
+	dir := t.TempDir()
+	pid, addr := launchDaemon(t, dir, "-grace", "20s")
+	stuck := dial(t, addr)
+	go stuck.Write(random(16 << 20))
+	awaitStuck(t, stuck)
+	syscall.Kill(pid, syscall.SIGHUP)
+	next := awaitReload(t, dir, pid)
+	syscall.Kill(next, syscall.SIGTERM)
+	awaitLog(t, dir, "msg=stopping")
+	syscall.Kill(next, syscall.SIGTERM)
+	begin := time.Now()
+	poll(t, 15*time.Second, "the new daemon did not go", func() bool { return !alive(next) })
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("the new daemon took %v to go after the second SIGTERM", d)
+	}
+	awaitLog(t, dir, `msg="stopping at once"`)
+}
+
+// TestDaemonBareName starts echod as a shell's `exec -a echod` does: argv[0]
+// is a bare name that is not in PATH. It runs its own binary again, says so
+// on the terminal, and serves.
+func TestDaemonBareName(t *testing.T) {
+	dir := t.TempDir()
+	cleanupDaemons(t, dir)
+	cmd := exec.Command("bash", "-c", `exec -a echod "$0" -addr 127.0.0.1:0`, echodBin)
+	cmd.Dir = dir
+	out, errOut, code := runCmd(t, cmd)
+	var pid int
+	var addr string
+	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	mustEcho(t, dial(t, addr), []byte("served"))
+	if !strings.Contains(errOut, "running this binary again") {
+		t.Errorf("stderr %q does not say that it runs itself again", errOut)
+	}
+}
+
 // TestReloadBinaryGoneThenBack removes the binary and reloads, so the new
 // daemon runs itself again, then installs a new build at the path: the next
 // reload runs that, since the path, not /proc/self/exe, is the one to run.
@@ -221,6 +266,7 @@ func TestReloadStartDirGone(t *testing.T) {
 	os.Remove(start)
 	next := reloadOnce(t, dir, pid)
 	assertOnly(t, dir, next, addr)
+	awaitLog(t, dir, fmt.Sprintf("handed_over_to=%d", next)) // the old daemon opened ../echod.log anew, where it was
 }
 
 // TestReloadKeepsIdleClock reloads every so often while a client is silent:
@@ -272,7 +318,9 @@ func TestClientBadHost(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", host, code, errOut)
 		}
 	}
-	if _, errOut, code := runClient(t, "hi\n", "-retries", "0", "[::1]", "1"); code != 1 {
-		t.Errorf("[::1]: exit %d, %q; want 1, a connect that failed", code, errOut)
+	for _, host := range []string{"[::1]", "::1%lo", "localhost"} { // an address, one with a zone, a name
+		if _, errOut, code := runClient(t, "hi\n", "-retries", "0", host, "1"); code != 1 {
+			t.Errorf("%s: exit %d, %q; want 1, a connect that failed", host, code, errOut)
+		}
 	}
 }

@@ -183,6 +183,9 @@ func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context
 			case signals > 1:
 				slog.Info("stopping at once", "open", p.open.Load())
 				p.release()
+				if from != nil {
+					from.SetReadDeadline(time.Now()) // and take nothing more our predecessor moves
+				}
 			}
 		case <-hup:
 			if to != nil {
@@ -232,7 +235,7 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, stops cha
 	for range workers {
 		busy.Go(p.worker)
 	}
-	feeding.Go(func() { p.accept(ln) })
+	feeding.Go(func() { p.accept(ln) }) // at once: a new daemon that waited for its predecessor's stuck moves would stall
 	if from != nil {
 		feeding.Go(func() { p.receive(from, stops) })
 	}
@@ -352,8 +355,7 @@ func send(to *net.UnixConn, j *job) error {
 // receive queues what our predecessor moves to us, and passes its orders on as signals, until its EOF.
 func (p *pool) receive(from *net.UnixConn, stops chan<- os.Signal) {
 	msg, oob := make([]byte, 32), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
-	var took, lost int
-	var why error
+	took, lost, why := 0, 0, error(nil)
 	for {
 		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
 		what, heard := "", int64(0)
@@ -427,15 +429,14 @@ func lockPID(path string) (*os.File, error) {
 		}
 		err = fmt.Errorf("%s (%s is locked)", who, path)
 	}
+	if err == nil && isAt(f) {
+		return f, nil
+	}
+	f.Close()
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	if !isAt(f) {
-		f.Close() // a stopping daemon removed it after we opened it: try again
-		return lockPID(path)
-	}
-	return f, nil
+	return lockPID(path) // a stopping daemon removed it after we opened it: try again
 }
 
 func isAt(f *os.File) bool {

@@ -24,9 +24,10 @@ func main() {
 	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
 	host, closed := strings.CutSuffix(host, "]")
 	addr := net.JoinHostPort(host, flag.Arg(1))
-	numeric := strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") // no retry mends 300.1.1.1, or a "]"
+	ip, _, _ := strings.Cut(host, "%")                                                 // fe80::1%lo has a zone
+	numeric := strings.Trim(ip, "0123456789.") == "" || strings.ContainsAny(ip, ":[]") // no retry mends 300.1.1.1
 	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 || open != closed ||
-		strings.ContainsAny(host, "[]") || numeric && net.ParseIP(host) == nil || *timeout <= 0 || *retries < 0 || *wait < 0 {
+		numeric && net.ParseIP(ip) == nil || *timeout <= 0 || *retries < 0 || *wait < 0 {
 		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
 		os.Exit(2)
 	}
