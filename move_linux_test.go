@@ -234,6 +234,24 @@ func tcpInfo(t *testing.T, raw syscall.RawConn) []byte {
 	return b[:n]
 }
 
+// awaitMovedIn waits until the new daemon pid holds n connections that the
+// old one moved to it: sockets beside the two it starts with, its listener
+// and its socket pair (/proc/PID/fd). A move begins only once the old daemon
+// has the new one's word.
+func awaitMovedIn(t *testing.T, pid, n int) {
+	t.Helper()
+	poll(t, 10*time.Second, fmt.Sprintf("pid %d did not take %d connections", pid, n), func() bool {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		sockets := 0
+		for _, fd := range fds {
+			if link, _ := os.Readlink(fd); strings.HasPrefix(link, "socket:") {
+				sockets++
+			}
+		}
+		return sockets >= 2+n
+	})
+}
+
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 // TestMoveQueued runs one worker: a held connection takes it, and three
@@ -363,6 +381,7 @@ func TestMoveThenStop(t *testing.T) {
 	awaitStuck(t, stuck)
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
+	awaitMovedIn(t, next, 1) // the PID file comes first: a SIGTERM before the new daemon's word would stop the reload
 	if err := roundTrip(healthy, []byte("moved")); err != nil {
 		t.Fatal(err)
 	}
