@@ -686,6 +686,57 @@ func testSystemd(t *testing.T, suite string) {
 			t.Errorf("PID file left after stop: %s", out)
 		}
 	})
+	// A stop in the middle of a move, which KillMode=control-group sends to both daemons at once, is one
+	// graceful stop: the old daemon waits on a client that does not read, and a client of the new one,
+	// sending a line every 0.5s, gets every line back past the old daemon's cut at -grace (5s).
+	t.Run("stop during a reload", func(t *testing.T) {
+		install(t, "echod-daemon.service")
+		c.must(t, "systemctl start echod-daemon")
+		old := c.show(t, "echod-daemon", "MainPID")
+		stuck := c.netCmd("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080; head -c 200000000 /dev/zero >&3")
+		if err := stuck.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { stuck.Process.Kill(); stuck.Wait() })
+		// The container's network is ours alone: its table holds our own sockets only.
+		poll(t, 10*time.Second, "the old daemon's Write never blocked", func() bool {
+			out, _ := c.sh(t, `awk '$2 ~ /:1F90$/ && ($5 "") > "00100000:"' /proc/net/tcp`)
+			return out != ""
+		})
+		c.must(t, "systemctl reload --no-block echod-daemon")
+		begin := time.Now()
+		var next string
+		poll(t, 15*time.Second, "no new daemon", func() bool {
+			next, _ = c.sh(t, "cat /run/echod/echod.pid")
+			return next != "" && next != old
+		})
+		if _, err := c.sh(t, "kill -0 "+old); err != nil {
+			t.Fatal("the old daemon did not wait for the client that does not read")
+		}
+		lines := c.netCmd("bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/8080; n=0
+			for i in $(seq 12); do echo line$i >&3 && read -t 3 r <&3 && [ "$r" = line$i ] || break; n=$i; sleep 0.5; done; echo $n`)
+		var got strings.Builder
+		lines.Stdout = &got
+		if err := lines.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2*time.Second - time.Since(begin)) // the stop comes 2s into the move: 3s before the old daemon's cut
+		c.must(t, "systemctl stop echod-daemon")
+		lines.Wait()
+		if n := strings.TrimSpace(got.String()); n != "12" {
+			t.Errorf("the new daemon's client got %s lines of 12", n)
+		}
+		if result, state := c.show(t, "echod-daemon", "Result"), c.show(t, "echod-daemon", "ActiveState"); result != "success" || state != "inactive" {
+			journal, _ := c.sh(t, "journalctl --no-pager -n 30 -u echod-daemon")
+			t.Errorf("after stop: %s (%s)\n%s", state, result, journal)
+		}
+		if log := c.must(t, "cat /var/log/echod/echod.log"); !strings.Contains(log, "msg=stopping") || strings.Contains(log, "at once") {
+			t.Errorf("want one graceful stop, from the new daemon:\n%s", log)
+		}
+		if out, err := c.sh(t, "test -e /run/echod/echod.pid || ls /run/echod"); err == nil {
+			t.Errorf("PID file left after stop: %s", out)
+		}
+	})
 	t.Run("notify", func(t *testing.T) {
 		install(t, "echod.service")
 		c.must(t, "systemctl start echod")
