@@ -16,6 +16,20 @@ import (
 // The tests of 热重启 at its edges: who gets a stop, every SIGHUP, what a
 // failed new daemon leaves, the order of moves, and what travels with them.
 
+// reloadWhileStuck starts a daemon in dir with -grace grace, connects a client
+// that sends and never reads, waits until its worker is stuck in a Write, and
+// reloads: the old daemon waits on that client, up to grace, while the new one
+// serves.
+func reloadWhileStuck(t *testing.T, dir, grace string) (old, next int, addr string) {
+	t.Helper()
+	old, addr = launchDaemon(t, dir, "-grace", grace)
+	stuck := dial(t, addr)
+	go stuck.Write(random(16 << 20))
+	awaitStuck(t, stuck)
+	syscall.Kill(old, syscall.SIGHUP)
+	return old, awaitReload(t, dir, old), addr
+}
+
 // TestReloadStopBoth signals a stop to both daemons in the middle of a move,
 // as systemd's KillMode=control-group does: the old one waits on a client
 // that does not read, and the new one serves a client that sends a line
@@ -25,12 +39,7 @@ import (
 func TestReloadStopBoth(t *testing.T) {
 	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
-	pid, addr := launchDaemon(t, dir, "-grace", "4s")
-	stuck := dial(t, addr)
-	go stuck.Write(random(16 << 20))
-	awaitStuck(t, stuck)
-	syscall.Kill(pid, syscall.SIGHUP)
-	next := awaitReload(t, dir, pid)
+	pid, next, addr := reloadWhileStuck(t, dir, "4s")
 	oldCut := time.Now().Add(4 * time.Second) // the old daemon cuts what it has not moved by then
 	c := dial(t, addr)
 	time.Sleep(2 * time.Second) // so that the new daemon's -grace ends 2s after the old one's cut
@@ -164,18 +173,7 @@ func TestReloadOutOfDescriptors(t *testing.T) {
 func TestReloadKeepsOrder(t *testing.T) {
 	for range 4 {
 		dir := t.TempDir()
-		pid, addr := launchDaemon(t, dir, "-workers", "1")
-		held := dial(t, addr)
-		if err := roundTrip(held, []byte("h")); err != nil {
-			t.Fatal(err)
-		}
-		rest := fdCount(pid)
-		queued := make([]*net.TCPConn, 3)
-		for i := range queued {
-			queued[i] = dial(t, addr)
-			queued[i].Write([]byte("a"))
-			poll(t, 5*time.Second, "not accepted", func() bool { return fdCount(pid) == rest+i+1 }) // in this order
-		}
+		pid, _, held, queued := heldAndQueued(t, dir)
 		pid = reloadOnce(t, dir, pid)
 		if err := roundTrip(held, []byte("still served")); err != nil {
 			t.Fatalf("the client in service lost its worker: %v", err)
@@ -198,12 +196,7 @@ func TestReloadKeepsOrder(t *testing.T) {
 func TestReloadSecondStop(t *testing.T) {
 	t.Parallel() // the old daemon waits out its -grace at the end
 	dir := t.TempDir()
-	pid, addr := launchDaemon(t, dir, "-grace", "20s")
-	stuck := dial(t, addr)
-	go stuck.Write(random(16 << 20))
-	awaitStuck(t, stuck)
-	syscall.Kill(pid, syscall.SIGHUP)
-	next := awaitReload(t, dir, pid)
+	_, next, _ := reloadWhileStuck(t, dir, "20s")
 	syscall.Kill(next, syscall.SIGTERM)
 	awaitLog(t, dir, "msg=stopping")
 	syscall.Kill(next, syscall.SIGTERM)

@@ -254,24 +254,32 @@ func awaitMovedIn(t *testing.T, pid, n int) {
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
+// heldAndQueued starts a daemon in dir with one worker, which a client holds
+// after a round trip, and three clients that each send "a" and wait in the
+// pool's channel, accepted in this order but not served.
+func heldAndQueued(t *testing.T, dir string) (pid int, addr string, held *net.TCPConn, queued []*net.TCPConn) {
+	t.Helper()
+	pid, addr = launchDaemon(t, dir, "-workers", "1")
+	held = dial(t, addr)
+	if err := roundTrip(held, []byte("h")); err != nil {
+		t.Fatal(err)
+	}
+	rest := fdCount(pid)
+	for i := range 3 {
+		queued = append(queued, dial(t, addr))
+		queued[i].Write([]byte("a"))
+		poll(t, 5*time.Second, "not accepted", func() bool { return fdCount(pid) == rest+i+1 })
+	}
+	return pid, addr, held, queued
+}
+
 // TestMoveQueued runs one worker: a held connection takes it, and three
 // clients that send "a" wait in the pool's channel, accepted but not
 // served. After a reload each sends "b" and half-closes; once the held one
 // ends, each gets "ab" from the new daemon.
 func TestMoveQueued(t *testing.T) {
 	dir := t.TempDir()
-	pid, addr := launchDaemon(t, dir, "-workers", "1")
-	held := dial(t, addr)
-	if err := roundTrip(held, []byte("h")); err != nil {
-		t.Fatal(err)
-	}
-	rest := fdCount(pid)
-	queued := make([]*net.TCPConn, 3)
-	for i := range queued {
-		queued[i] = dial(t, addr)
-		queued[i].Write([]byte("a"))
-	}
-	poll(t, 5*time.Second, "the three were not accepted", func() bool { return fdCount(pid) == rest+3 })
+	pid, addr, held, queued := heldAndQueued(t, dir)
 	pid = reloadOnce(t, dir, pid)
 	for _, c := range queued {
 		c.Write([]byte("b"))
