@@ -261,7 +261,7 @@ func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
 		return
 	}
 	p.cutAt = p.cutAt.Add(grace)
-	to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // for a new daemon that stopped reading: no move lacks grace
+	to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // the pair's own bound, for a new daemon that stops reading
 	p.release()
 }
 
