@@ -24,10 +24,12 @@ DAEMON = test -e "$(PIDFILE)" || { echo "echod: not running (no $(PIDFILE))" >&2
 	if flock -n 9 9<"$(PIDFILE)"; then echo "echod: not running (stale $(PIDFILE))" >&2; exit 1; fi; \
 	pid=$$(cat "$(PIDFILE)")
 
-# Waits until the daemon has exited (a zombie, Z, has).
+# Waits until the daemon has exited: a zombie (Z) has once its threads have
+# all gone (nlwp 1); until then they hold its files, and its PID file's lock.
+GONE = ""|Z*" 1"
 stop:
 	@$(DAEMON); kill $$pid; \
-	for i in $$(seq 100); do case "$$(ps -o stat= -p $$pid)" in ""|Z*) exit 0;; esac; sleep 0.1; done; \
+	for i in $$(seq 100); do case "$$(ps -o stat=,nlwp= -p $$pid | tr -s ' ')" in $(GONE)) exit 0;; esac; sleep 0.1; done; \
 	echo "echod: pid $$pid still running after 10s" >&2; exit 1
 
 # Waits until the old daemon has handed over and gone (a failed new daemon
@@ -35,7 +37,7 @@ stop:
 reload:
 	@$(DAEMON); logged=$$(stat -c %s "$(LOG)" 2>/dev/null || echo 0); kill -HUP $$pid; \
 	for i in $$(seq 150); do \
-	  case "$$(ps -o stat= -p $$pid)" in ""|Z*) echo "echod: reloaded: pid $$pid, now $$(cat "$(PIDFILE)")"; exit 0;; esac; \
+	  case "$$(ps -o stat=,nlwp= -p $$pid | tr -s ' ')" in $(GONE)) echo "echod: reloaded: pid $$pid, now $$(cat "$(PIDFILE)")"; exit 0;; esac; \
 	  if tail -c +$$((logged + 1)) "$(LOG)" 2>/dev/null | grep 'reload failed' >&2; then exit 1; fi; \
 	  sleep 0.1; done; \
 	echo "echod: pid $$pid did not reload in 15s; see $(LOG)" >&2; exit 1

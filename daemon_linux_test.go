@@ -76,9 +76,13 @@ func procStat(pid int) []string {
 	return nil
 }
 
+// alive reports whether pid still runs: a zombie (Z) has exited only once
+// its threads have all gone (num_threads 1), since a killed process's first
+// thread may be a zombie while the others still exit, holding its files and
+// its PID file's lock.
 func alive(pid int) bool {
 	st := procStat(pid)
-	return st != nil && st[0] != "Z"
+	return st != nil && (st[0] != "Z" || st[17] != "1")
 }
 
 // waitGone waits until pid has exited. Its parent may be gone, so it may
