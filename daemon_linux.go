@@ -162,10 +162,12 @@ func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string)
 	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
 	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
 	pid, to, err := startDaemon(ctx, ln, pidf, os.Stderr)
+	if err != nil {
+		writePID(pidf, os.Getpid())                               // the new daemon may have written its own before it failed
+		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // RELOADING=1 ends in READY=1, even before a stop
+	}
 	if err != nil && ctx.Err() == nil { // else a stop ended the start, and we stop too
-		writePID(pidf, os.Getpid()) // the failed daemon may have written its own
 		slog.Error("reload failed; serving on", "err", err)
-		sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid()))
 	}
 	return pid, to
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -315,5 +316,46 @@ func TestClientBadHost(t *testing.T) {
 		if _, errOut, code := runClient(t, "hi\n", "-retries", "0", host, "1"); code != 1 {
 			t.Errorf("%s: exit %d, %q; want 1, a connect that failed", host, code, errOut)
 		}
+	}
+}
+
+// TestReloadStopDuringStart sends SIGTERM to the old daemon after the new one
+// has written its pid, but before it says ready: a service manager that does
+// not read its notify socket holds each daemon for a second at READY=1. The
+// old daemon kills the new one and stops gracefully, a client open for
+// -grace; all the while the PID file names a live daemon, then goes.
+func TestReloadStopDuringStart(t *testing.T) {
+	t.Parallel() // it mostly waits on the notify socket
+	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", mrand.Uint64()))
+	fill, err := net.Dial("unixgram", n.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fill.Close()
+	fill.SetWriteDeadline(time.Now().Add(time.Second))
+	for i := 0; err == nil && i < 100000; i++ { // until its queue is full
+		_, err = fill.Write([]byte("STATUS=filling"))
+	}
+	dir := t.TempDir()
+	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nNOTIFY_SOCKET=%s exec %s \"$@\"\n", n.addr, echodBin))
+	pid, addr := startFrom(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")
+	if err := roundTrip(dial(t, addr), []byte("open")); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(pid, syscall.SIGHUP)
+	pidfile := filepath.Join(dir, "echod.pid")
+	poll(t, 10*time.Second, "no new pid in the PID file", func() bool { return readPID(t, pidfile) != pid })
+	syscall.Kill(pid, syscall.SIGTERM)
+	for end := time.Now().Add(15 * time.Second); alive(pid) && time.Now().Before(end); {
+		b, err := os.ReadFile(pidfile)
+		var named int
+		if fmt.Sscan(string(b), &named); err == nil && named > 0 && !alive(named) {
+			t.Fatalf("the PID file names %d, which is gone; the old daemon %d still runs", named, pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitGone(t, pid)
+	if _, err := os.Stat(pidfile); err == nil {
+		t.Error("PID file left behind")
 	}
 }
