@@ -86,4 +86,4 @@ fuzz:
 
 DURATION ?= 60s
 soak:
-	$(GO) test -race -count=1 -run '^TestSoak$$' -v -timeout 0 . -soak $(DURATION)
+	@race=$(RACE); $(GO) test $$race -count=1 -run '^TestSoak$$' -v -timeout 0 . -soak $(DURATION)
