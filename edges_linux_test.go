@@ -364,3 +364,20 @@ func TestReloadStopDuringStart(t *testing.T) {
 		t.Error("PID file left behind")
 	}
 }
+
+// TestReloadStopBeforeHUP sends SIGHUP, and while the new daemon starts,
+// SIGHUP and SIGTERM: the stop ends the start, and comes before the SIGHUP
+// that waited with it, so the old daemon stops without starting another.
+func TestReloadStopBeforeHUP(t *testing.T) {
+	for range 4 { // the loop's select picks at random among ready channels
+		dir := t.TempDir()
+		pid, _, childPID := slowReload(t, dir)
+		child := readPID(t, childPID)
+		syscall.Kill(pid, syscall.SIGHUP)
+		syscall.Kill(pid, syscall.SIGTERM)
+		poll(t, 5*time.Second, "the old daemon did not stop", func() bool { return !alive(pid) })
+		if again := readPID(t, childPID); again != child {
+			t.Fatalf("the old daemon started another new daemon, %d, after the stop", again)
+		}
+	}
+}

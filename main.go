@@ -190,7 +190,7 @@ func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context
 		case <-hup:
 			if to != nil {
 				to.Write([]byte("reload")) // it runs the binary that is at the path now, and opens -log anew
-			} else if !stopping {
+			} else if !stopping && len(stops) == 0 { // a stop that waits comes first
 				// While a new daemon starts, a SIGHUP waits in hup and a stop in stops; a stop also ends the start.
 				ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 				if next, to = reload(ctx); to != nil {
