@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -326,16 +325,7 @@ func TestClientBadHost(t *testing.T) {
 // -grace; all the while the PID file names a live daemon, then goes.
 func TestReloadStopDuringStart(t *testing.T) {
 	t.Parallel() // it mostly waits on the notify socket
-	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", mrand.Uint64()))
-	fill, err := net.Dial("unixgram", n.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fill.Close()
-	fill.SetWriteDeadline(time.Now().Add(time.Second))
-	for i := 0; err == nil && i < 100000; i++ { // until its queue is full
-		_, err = fill.Write([]byte("STATUS=filling"))
-	}
+	n := fullNotify(t)
 	dir := t.TempDir()
 	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nNOTIFY_SOCKET=%s exec %s \"$@\"\n", n.addr, echodBin))
 	pid, addr := startFrom(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")

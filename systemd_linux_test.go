@@ -138,24 +138,31 @@ func TestNotifyFails(t *testing.T) {
 	}
 }
 
-// TestNotifyBlocked points NOTIFY_SOCKET at a manager that stopped reading,
-// its queue full: echod starts and serves in about a second, logs the
-// failure once, and still stops at SIGTERM.
-func TestNotifyBlocked(t *testing.T) {
+// fullNotify is a notify socket that nobody reads, its queue full: each
+// sd_notify to it waits for its one-second bound, then fails.
+func fullNotify(t *testing.T) *notifySocket {
+	t.Helper()
 	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", rand.Uint64()))
 	fill, err := net.Dial("unixgram", n.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer fill.Close()
+	t.Cleanup(func() { fill.Close() })
 	for i := 0; ; i++ {
 		fill.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 		if _, err := fill.Write([]byte("STATUS=filling")); err != nil {
-			break
+			return n
 		} else if i == 100000 {
 			t.Fatal("the notify socket's queue never filled")
 		}
 	}
+}
+
+// TestNotifyBlocked points NOTIFY_SOCKET at a manager that stopped reading,
+// its queue full: echod starts and serves in about a second, logs the
+// failure once, and still stops at SIGTERM.
+func TestNotifyBlocked(t *testing.T) {
+	n := fullNotify(t)
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.addr)
 	begin := time.Now()
