@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"echod/internal/echotest"
 	"flag"
 	"fmt"
 	"io"
@@ -150,7 +151,7 @@ func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0])
 	if kind == "c" {
-		needTool(b, "cc", "gcc")
+		echotest.NeedTool(b, "cc", "gcc")
 		if cmd = exec.Command(cServer()); cServer() == "" {
 			b.Skip("cc could not build the C server")
 		}
@@ -225,7 +226,7 @@ func parallel(b *testing.B, n int, op func(g int) error) {
 func benchConns(b *testing.B, addr string, n int) []*net.TCPConn {
 	conns := make([]*net.TCPConn, n)
 	for i := range conns {
-		conns[i] = dial(b, addr)
+		conns[i] = echotest.Dial(b, addr)
 		conns[i].SetDeadline(time.Time{}) // a benchmark may run longer than dial allows
 	}
 	return conns
@@ -362,7 +363,7 @@ func flood(b *testing.B, kind string, n int) int {
 // TestEchoAllocs proves that echoing a message allocates nothing, on the
 // server or on this side, once the connection is up.
 func TestEchoAllocs(t *testing.T) {
-	c := dial(t, inProcess())
+	c := echotest.Dial(t, inProcess())
 	buf := make([]byte, 64)
 	if n := testing.AllocsPerRun(1000, func() {
 		c.Write(buf)

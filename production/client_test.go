@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"echod/internal/echotest"
 	"io"
 	"net"
 	"os"
@@ -16,7 +17,7 @@ func runClient(t *testing.T, input string, args ...string) (stdout, stderr strin
 	t.Helper()
 	cmd := exec.Command(clientBin, args...)
 	cmd.Stdin = strings.NewReader(input)
-	return runCmd(t, cmd)
+	return echotest.RunCmd(t, cmd)
 }
 
 func hostPort(t *testing.T, addr string) []string {
@@ -30,7 +31,7 @@ func hostPort(t *testing.T, addr string) []string {
 func TestClientPipe(t *testing.T) {
 	s := startServer(t)
 	input := "hello\n\x00binary\x01\xff\n" + strings.Repeat("long ", 50000) + "\n\nno newline at the end"
-	out, errOut, code := runClient(t, input, hostPort(t, s.addr)...)
+	out, errOut, code := runClient(t, input, hostPort(t, s.Addr)...)
 	if code != 0 || out != input || errOut != "" {
 		t.Errorf("exit %d, stderr %q; stdout equal to input: %v", code, errOut, out == input)
 	}
@@ -91,13 +92,13 @@ func talk(t *testing.T, cmd *exec.Cmd) (stdin io.WriteCloser, lines <-chan strin
 // again on the same port: the client reconnects and resends.
 func TestClientReconnects(t *testing.T) {
 	s := startServer(t, "-grace", "100ms") // the client keeps its connection open
-	cmd := exec.Command(clientBin, append([]string{"-retries", "200", "-wait", "50ms"}, hostPort(t, s.addr)...)...)
+	cmd := exec.Command(clientBin, append([]string{"-retries", "200", "-wait", "50ms"}, hostPort(t, s.Addr)...)...)
 	stdin, _, expect := talk(t, cmd)
 	stdin.Write([]byte("one\n"))
 	expect("one")
-	s.stop(t, 5*time.Second)
+	s.Stop(t, 5*time.Second)
 	stdin.Write([]byte("two\n")) // sent while nothing listens
-	startServer(t, "-addr", s.addr)
+	startServer(t, "-addr", s.Addr)
 	expect("two")
 	stdin.Close()
 	if err := cmd.Wait(); err != nil {
@@ -149,7 +150,7 @@ func TestClientUsage(t *testing.T) {
 func TestClientLongLine(t *testing.T) {
 	s := startServer(t)
 	line := strings.Repeat("0123456789abcdef", 2<<20) + "\n"
-	out, errOut, code := runClient(t, line, hostPort(t, s.addr)...)
+	out, errOut, code := runClient(t, line, hostPort(t, s.Addr)...)
 	if code != 0 || out != line {
 		t.Errorf("exit %d, stderr %q; %d of %d bytes back, equal: %v", code, errOut, len(out), len(line), out == line)
 	}
@@ -212,7 +213,7 @@ func TestClientIPv6(t *testing.T) {
 		ln.Close()
 	}
 	s := startServer(t, "-addr", "[::1]:0")
-	host, port, _ := net.SplitHostPort(s.addr)
+	host, port, _ := net.SplitHostPort(s.Addr)
 	out, errOut, code := runClient(t, "hello\n", "-retries", "0", "["+host+"]", port)
 	if code != 0 || out != "hello\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -239,11 +240,11 @@ func TestClientStdoutFull(t *testing.T) {
 		t.Skip(err)
 	}
 	defer full.Close()
-	cmd := exec.Command(clientBin, hostPort(t, startServer(t).addr)...)
+	cmd := exec.Command(clientBin, hostPort(t, startServer(t).Addr)...)
 	cmd.Stdin, cmd.Stdout = strings.NewReader("hello\n"), full
 	var errOut strings.Builder
 	cmd.Stderr = &errOut
-	if err := cmd.Run(); exitCode(err) != 1 || !strings.Contains(errOut.String(), "client: writing the reply: write /dev/stdout: no space left on device") {
+	if err := cmd.Run(); echotest.ExitCode(err) != 1 || !strings.Contains(errOut.String(), "client: writing the reply: write /dev/stdout: no space left on device") {
 		t.Errorf("%v, stderr %q; want exit 1 and the write error", err, errOut.String())
 	}
 }
@@ -251,11 +252,11 @@ func TestClientStdoutFull(t *testing.T) {
 // TestClientPrompt types a line and Ctrl-D on a terminal, through script(1):
 // the client prompts, and after Ctrl-D ends the prompt's line.
 func TestClientPrompt(t *testing.T) {
-	needTool(t, "script", "bsdutils")
+	echotest.NeedTool(t, "script", "bsdutils")
 	s := startServer(t)
-	cmd := exec.Command("script", "-qec", clientBin+" "+strings.Join(hostPort(t, s.addr), " "), "/dev/null")
+	cmd := exec.Command("script", "-qec", clientBin+" "+strings.Join(hostPort(t, s.Addr), " "), "/dev/null")
 	cmd.Stdin = strings.NewReader("hello\n\x04")
-	out, errOut, code := runCmd(t, cmd)
+	out, errOut, code := echotest.RunCmd(t, cmd)
 	if want := "Please enter# \r\n"; code != 0 || !strings.Contains(out, "hello\r\nPlease enter# ") || !strings.HasSuffix(out, want) {
 		t.Errorf("exit %d, stderr %q, terminal %q; want a prompt, the reply, and %q at the end", code, errOut, out, want)
 	}

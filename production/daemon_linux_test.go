@@ -2,15 +2,14 @@ package main
 
 import (
 	"bytes"
+	"echod/internal/echotest"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,23 +20,8 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 	t.Helper()
 	cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Dir, cmd.ExtraFiles = dir, extra
-	cleanupDaemons(t, dir)
-	return runCmd(t, cmd)
-}
-
-// cleanupDaemons kills, when the test ends, every process that names dir
-// (see running): a daemon that the test started, and any that a reload
-// started.
-func cleanupDaemons(t *testing.T, dir string) {
-	if !canList() {
-		t.Skip("needs /proc/PID/task/TID/children (a kernel with CONFIG_PROC_CHILDREN), to find the daemons it starts")
-	}
-	t.Cleanup(func() {
-		for _, pid := range running(dir) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			waitGone(t, pid)
-		}
-	})
+	echotest.CleanupDaemons(t, dir)
+	return echotest.RunCmd(t, cmd)
 }
 
 // launchDaemon starts echod in daemon mode from dir and returns the pid and
@@ -52,11 +36,11 @@ func launchDaemon(t *testing.T, dir string, args ...string) (pid int, addr strin
 // parent that waited for its bound (10s) instead of the daemon's word fails.
 func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr string) {
 	t.Helper()
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Dir = dir
 	begin := time.Now()
-	out, errOut, code := runCmd(t, cmd)
+	out, errOut, code := echotest.RunCmd(t, cmd)
 	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
@@ -66,122 +50,13 @@ func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr str
 	return pid, addr
 }
 
-// procStat returns the fields of /proc/PID/stat after the command name:
-// state, ppid, pgrp, session, tty_nr, ...
-func procStat(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if i := bytes.LastIndexByte(b, ')'); err == nil && i > 0 {
-		return strings.Fields(string(b[i+1:]))
-	}
-	return nil
-}
-
-// alive reports whether pid still runs: a zombie (Z) has exited only once
-// its threads have all gone (num_threads 1), since a killed process's first
-// thread may be a zombie while the others still exit, holding its files and
-// its PID file's lock.
-func alive(pid int) bool {
-	st := procStat(pid)
-	return st != nil && (st[0] != "Z" || st[17] != "1")
-}
-
-// waitGone waits until pid has exited. Its parent may be gone, so it may
-// stay a zombie if this machine's init does not reap.
-func waitGone(t testing.TB, pid int) {
-	t.Helper()
-	poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool { return !alive(pid) })
-}
-
-func init() {
-	adopt = func() {
-		if _, _, err := syscall.RawSyscall(syscall.SYS_PRCTL, 36, 1, 0); err != 0 { // 36: PR_SET_CHILD_SUBREAPER
-			fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
-			os.Exit(1)
-		}
-	}
-}
-
-// running lists the live processes whose command line or open files name
-// marker: a daemon holds its log and PID file open. It looks at the test's
-// own processes only, never at the machine's: this process is a subreaper
-// (see adopt), so a daemon whose parent has exited is the test's child, not
-// init's.
-func running(marker string) []int {
-	var found []int
-	for _, pid := range descendants(os.Getpid()) {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, fd := range fds {
-			link, _ := os.Readlink(fd)
-			b = append(append(b, 0), link...)
-		}
-		if bytes.Contains(b, []byte(marker)) && alive(pid) {
-			found = append(found, pid)
-		}
-	}
-	return found
-}
-
-// descendants lists pid's children, their children, and so on. A walk
-// misses a process that an exiting parent hands up to an ancestor already
-// read, so it walks until two walks agree (at most 10 times), and returns all
-// that any walk saw.
-func descendants(pid int) []int {
-	var seen, last []int
-	for range 10 {
-		var walk []int
-		for next := []int{pid}; len(next) > 0; next = next[1:] {
-			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", next[0])) // each thread's own
-			for _, f := range tasks {
-				b, _ := os.ReadFile(f)
-				for _, field := range strings.Fields(string(b)) {
-					child, _ := strconv.Atoi(field)
-					walk, next = append(walk, child), append(next, child)
-				}
-			}
-		}
-		slices.Sort(walk)
-		seen = append(seen, walk...)
-		if slices.Equal(walk, last) {
-			break
-		}
-		last = walk
-	}
-	slices.Sort(seen)
-	return slices.Compact(seen)
-}
-
-var canList = sync.OnceValue(func() bool {
-	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid()))
-	return err == nil
-})
-
-func readPID(t testing.TB, path string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid == 0 {
-		t.Fatalf("PID file %s: %q, %v", path, b, err)
-	}
-	return pid
-}
-
-// sigMask reads a signal mask (SigIgn, SigCgt) from /proc/PID/status.
-func sigMask(t *testing.T, pid int, name string) uint64 {
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	i := bytes.Index(status, []byte(name+":\t"))
-	if i < 0 {
-		t.Fatalf("no %s for pid %d", name, pid)
-	}
-	mask, _ := strconv.ParseUint(string(status[i+len(name)+2:i+len(name)+18]), 16, 64)
-	return mask
-}
+func init() { adopt = echotest.Adopt }
 
 // TestDaemon checks the post's four steps on the running daemon through /proc.
 func TestDaemon(t *testing.T) {
 	dir, work := t.TempDir(), t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-dir", work) // -log and -pidfile are relative to dir
-	st, self := procStat(pid), procStat(os.Getpid())
+	st, self := echotest.ProcStat(pid), echotest.ProcStat(os.Getpid())
 	if st[3] != strconv.Itoa(pid) || st[3] == self[3] {
 		t.Errorf("session %s, want its own (%d); the test's is %s", st[3], pid, self[3])
 	}
@@ -199,7 +74,7 @@ func TestDaemon(t *testing.T) {
 			t.Errorf("%s -> %q, want %q", name, got, want)
 		}
 	}
-	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
+	if got := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); got != pid {
 		t.Errorf("PID file holds %d, the parent printed %d", got, pid)
 	}
 	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) != "echod\n" {
@@ -208,7 +83,7 @@ func TestDaemon(t *testing.T) {
 
 	// ① SIGPIPE and the job-control stops are ignored (bit sig-1 of SigIgn);
 	// SIGHUP is caught, for a reload, and SIGCHLD is left alone.
-	ign, cgt := sigMask(t, pid, "SigIgn"), sigMask(t, pid, "SigCgt")
+	ign, cgt := echotest.SigMask(t, pid, "SigIgn"), echotest.SigMask(t, pid, "SigCgt")
 	for _, sig := range []syscall.Signal{syscall.SIGPIPE, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
 		if ign&(1<<(sig-1)) == 0 {
 			t.Errorf("%v is not ignored (SigIgn %016x)", sig, ign)
@@ -220,10 +95,10 @@ func TestDaemon(t *testing.T) {
 	if ign&(1<<(syscall.SIGCHLD-1)) != 0 {
 		t.Errorf("SIGCHLD is ignored: a reload's Wait would fail (SigIgn %016x)", ign)
 	}
-	mustEcho(t, dial(t, addr), []byte("a daemon"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("a daemon"))
 
 	syscall.Kill(pid, syscall.SIGTERM)
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); !os.IsNotExist(err) {
 		t.Errorf("PID file left after SIGTERM: %v", err)
 	}
@@ -246,12 +121,12 @@ func TestDaemonDefaultDir(t *testing.T) {
 // script(1). While the shell that started it still holds the terminal, the
 // daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
 func TestDaemonLeavesTerminal(t *testing.T) {
-	needTool(t, "script", "bsdutils")
+	echotest.NeedTool(t, "script", "bsdutils")
 	dir := t.TempDir()
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	cmd := exec.Command("script", "-qec", "tty && "+echodBin+` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`, "/dev/null")
 	cmd.Dir = dir
-	out, errOut, code := runCmd(t, cmd)
+	out, errOut, code := echotest.RunCmd(t, cmd)
 	var tty, ttyNr string
 	var pid int
 	if _, err := fmt.Sscanf(out, "%s\r\nechod: daemon pid %d listening on %s (log %s\r\n%s", &tty, &pid, new(string), new(string), &ttyNr); err != nil || code != 0 {
@@ -296,13 +171,13 @@ func TestDaemonStdoutClosed(t *testing.T) {
 	r.Close()
 	cmd := exec.Command(echodBin, "-addr", "127.0.0.1:0")
 	cmd.Dir, cmd.Stdout = dir, w
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	err = cmd.Run()
 	w.Close()
 	if err != nil {
 		t.Fatalf("echod | true: %v", err)
 	}
-	if pid := readPID(t, filepath.Join(dir, "echod.pid")); !alive(pid) {
+	if pid := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); !echotest.Alive(pid) {
 		t.Errorf("daemon %d not running", pid)
 	}
 }
@@ -311,7 +186,7 @@ func TestDaemonStdoutClosed(t *testing.T) {
 // exit 1, one line on stderr that names the problem, nothing left running,
 // and no file left that was not there before.
 func TestDaemonStartFails(t *testing.T) {
-	taken := dial(t, startServer(t).addr).RemoteAddr().String()
+	taken := echotest.Dial(t, startServer(t).Addr).RemoteAddr().String()
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
 	for _, tc := range []struct {
@@ -332,20 +207,8 @@ func TestDaemonStartFails(t *testing.T) {
 			if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
 				t.Errorf("exit %d, stderr %q; want 1 and one line with %q", code, errOut, tc.want)
 			}
-			assertEmpty(t, dir)
+			echotest.AssertEmpty(t, dir)
 		})
-	}
-}
-
-// assertEmpty checks that a failed start left dir as it found it, empty,
-// and nothing running that names it.
-func assertEmpty(t *testing.T, dir string) {
-	t.Helper()
-	if left := running(dir); len(left) > 0 {
-		t.Errorf("left running: %v", left)
-	}
-	if files, _ := os.ReadDir(dir); len(files) > 0 {
-		t.Errorf("left in %s: %v", dir, files)
 	}
 }
 
@@ -355,7 +218,7 @@ func TestDaemonDirUnsearchable(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root, to run echod as nobody")
 	}
-	needTool(t, "setpriv", "util-linux")
+	echotest.NeedTool(t, "setpriv", "util-linux")
 	dir, closed := t.TempDir(), t.TempDir()
 	for _, d := range []string{filepath.Dir(dir), dir, filepath.Dir(echodBin)} {
 		os.Chmod(d, 0o777)
@@ -363,23 +226,23 @@ func TestDaemonDirUnsearchable(t *testing.T) {
 	os.Chmod(closed, 0)
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", echodBin, "-addr", "127.0.0.1:0", "-dir", closed)
 	cmd.Dir = dir
-	cleanupDaemons(t, dir)
-	_, errOut, code := runCmd(t, cmd)
+	echotest.CleanupDaemons(t, dir)
+	_, errOut, code := echotest.RunCmd(t, cmd)
 	if want := "echod: chdir " + closed + ": permission denied\n"; code != 1 || errOut != want {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}
-	assertEmpty(t, dir)
+	echotest.AssertEmpty(t, dir)
 }
 
 // TestDaemonWithoutProc hides /proc in a mount namespace of its own: daemon
 // mode needs none (close_range, not a walk of /proc/self/fd), and starts.
 func TestDaemonWithoutProc(t *testing.T) {
-	needTool(t, "unshare", "util-linux")
+	echotest.NeedTool(t, "unshare", "util-linux")
 	dir := t.TempDir()
 	cmd := exec.Command("unshare", "-m", "sh", "-c", `mount -t tmpfs none /proc && exec "$0" -addr 127.0.0.1:0`, plainBin) // the race detector wants /proc
 	cmd.Dir = dir
-	cleanupDaemons(t, dir)
-	out, errOut, code := runCmd(t, cmd)
+	echotest.CleanupDaemons(t, dir)
+	out, errOut, code := echotest.RunCmd(t, cmd)
 	if strings.HasPrefix(errOut, "unshare:") || strings.HasPrefix(errOut, "mount:") {
 		t.Skipf("no mount namespace here: %s", errOut)
 	}
@@ -396,7 +259,7 @@ func TestDaemonPIDFileLocked(t *testing.T) {
 	if want := fmt.Sprintf("echod: already running as pid %d", pid); code != 1 || !strings.HasPrefix(errOut, want) {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}
-	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
+	if got := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); got != pid {
 		t.Errorf("the refused start changed the PID file to %d", got)
 	}
 }
@@ -425,9 +288,9 @@ func TestDaemonStalePIDFile(t *testing.T) {
 	dir := t.TempDir()
 	old, _ := launchDaemon(t, dir)
 	syscall.Kill(old, syscall.SIGKILL)
-	waitGone(t, old)
+	echotest.WaitGone(t, old)
 	pidfile := filepath.Join(dir, "echod.pid")
-	if got := readPID(t, pidfile); got != old {
+	if got := echotest.ReadPID(t, pidfile); got != old {
 		t.Fatalf("PID file holds %d, want the dead daemon's %d", got, old)
 	}
 	os.WriteFile(pidfile, []byte("4194000\n"), 0o644)
@@ -459,16 +322,16 @@ func TestDaemonPIDFileSymlink(t *testing.T) {
 // to 2 bytes: the pid does not fit, the start fails with why, and the files
 // it created are gone.
 func TestDaemonPIDFileUnwritable(t *testing.T) {
-	needTool(t, "prlimit", "util-linux")
+	echotest.NeedTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	cmd := exec.Command("prlimit", "--fsize=2", echodBin, "-addr", "127.0.0.1:0")
 	cmd.Dir = dir
-	cleanupDaemons(t, dir)
-	_, errOut, code := runCmd(t, cmd)
+	echotest.CleanupDaemons(t, dir)
+	_, errOut, code := echotest.RunCmd(t, cmd)
 	if want := "echod: write " + filepath.Join(dir, "echod.pid") + ": file too large\n"; code != 1 || errOut != want {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}
-	assertEmpty(t, dir)
+	echotest.AssertEmpty(t, dir)
 }
 
 // TestDaemonStopSparesOthersPIDFile runs daemon A, removes its PID file,
@@ -480,8 +343,8 @@ func TestDaemonStopSparesOthersPIDFile(t *testing.T) {
 	os.Remove(pidfile)
 	b, _ := launchDaemon(t, dir, "-log", "b.log")
 	syscall.Kill(a, syscall.SIGTERM)
-	waitGone(t, a)
-	if got := readPID(t, pidfile); got != b {
+	echotest.WaitGone(t, a)
+	if got := echotest.ReadPID(t, pidfile); got != b {
 		t.Errorf("PID file holds %d, want B's %d", got, b)
 	}
 }
@@ -490,9 +353,9 @@ func TestDaemonStopSparesOthersPIDFile(t *testing.T) {
 // careless environment might: it makes nobody a daemon.
 func TestDaemonStrayEnvironment(t *testing.T) {
 	t.Setenv("_ECHOD_DAEMON", "1")
-	mustEcho(t, dial(t, startServer(t).addr), []byte("-foreground serves"))
+	echotest.MustEcho(t, echotest.Dial(t, startServer(t).Addr), []byte("-foreground serves"))
 	_, addr := launchDaemon(t, t.TempDir())
-	mustEcho(t, dial(t, addr), []byte("so does a daemon"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("so does a daemon"))
 }
 
 // slowStart writes an executable script that stands where echod is started
@@ -501,7 +364,7 @@ func TestDaemonStrayEnvironment(t *testing.T) {
 // kills what it leaves running.
 func slowStart(t *testing.T, dir, then string) (exe, pidfile string) {
 	installScript(t, dir, fmt.Sprintf("#!/bin/bash\nif [ -n \"$_ECHOD_DAEMON\" ]; then cd %s; echo $$ > child.pid; %s; fi\nexec -a \"$0\" %s \"$@\"\n", dir, then, echodBin))
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	return filepath.Join(dir, "echod"), filepath.Join(dir, "child.pid")
 }
 
@@ -520,21 +383,21 @@ func TestDaemonStartInterrupted(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
-			child := readPID(t, childPID)
+			echotest.Poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+			child := echotest.ReadPID(t, childPID)
 			cmd.Process.Signal(sig)
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
 			select {
 			case err := <-done:
-				if code := exitCode(err); code != 1 || !strings.Contains(errOut.String(), "stopped: "+sig.String()) {
+				if code := echotest.ExitCode(err); code != 1 || !strings.Contains(errOut.String(), "stopped: "+sig.String()) {
 					t.Errorf("exit %d (%v), stderr %q; want 1 and the signal named", code, err, errOut.String())
 				}
 			case <-time.After(5 * time.Second):
 				cmd.Process.Kill()
 				t.Fatal("the parent did not stop")
 			}
-			waitGone(t, child)
+			echotest.WaitGone(t, child)
 			os.Remove(childPID)
 			for _, f := range []string{"echod.pid", "echod.log"} {
 				if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
@@ -554,11 +417,11 @@ func TestDaemonHangsInStartUp(t *testing.T) {
 	cmd := exec.Command(exe, "-addr", "127.0.0.1:0")
 	cmd.Dir = dir
 	begin := time.Now()
-	_, errOut, code := runCmd(t, cmd)
+	_, errOut, code := echotest.RunCmd(t, cmd)
 	if d := time.Since(begin); code != 1 || !strings.Contains(errOut, "no word from it in 10s") || d < 10*time.Second {
 		t.Errorf("exit %d after %v, stderr %q; want 1 after 10s, no word", code, d, errOut)
 	}
-	waitGone(t, readPID(t, childPID))
+	echotest.WaitGone(t, echotest.ReadPID(t, childPID))
 }
 
 // TestDaemonParentKilled kills the parent while its daemon starts slowly:
@@ -572,12 +435,12 @@ func TestDaemonParentKilled(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	echotest.Poll(t, 5*time.Second, "the daemon did not start", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
 	cmd.Process.Kill()
 	cmd.Wait()
 	os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
-	child := readPID(t, childPID)
-	waitGone(t, child)
+	child := echotest.ReadPID(t, childPID)
+	echotest.WaitGone(t, child)
 	if log, _ := os.ReadFile(filepath.Join(dir, "echod.log")); !bytes.Contains(log, []byte("telling our parent that we serve")) {
 		t.Errorf("the log does not say why the daemon exited:\n%s", log)
 	}
@@ -592,21 +455,21 @@ func TestForegroundWritesNothing(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Dir = dir
-	s := start(t, cmd)
-	mustEcho(t, dial(t, s.addr), []byte("logs on stderr"))
+	s := echotest.Start(t, cmd)
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("logs on stderr"))
 	if files, _ := os.ReadDir(dir); len(files) > 0 {
 		t.Errorf("-foreground wrote %v", files)
 	}
-	s.stop(t, 5*time.Second)
+	s.Stop(t, 5*time.Second)
 }
 
 func TestForegroundPIDFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "fg.pid")
 	s := startServer(t, "-pidfile", path)
-	if got := readPID(t, path); got != s.cmd.Process.Pid {
-		t.Errorf("PID file holds %d, want %d", got, s.cmd.Process.Pid)
+	if got := echotest.ReadPID(t, path); got != s.Cmd.Process.Pid {
+		t.Errorf("PID file holds %d, want %d", got, s.Cmd.Process.Pid)
 	}
-	s.stop(t, 5*time.Second)
+	s.Stop(t, 5*time.Second)
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("PID file left after SIGTERM: %v", err)
 	}
@@ -643,13 +506,13 @@ func TestLockPIDFollowsRemoval(t *testing.T) {
 // flock and ps.
 func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	needTool(t, "make", "make")
-	needTool(t, "flock", "util-linux")
-	needTool(t, "ps", "procps")
+	echotest.NeedTool(t, "make", "make")
+	echotest.NeedTool(t, "flock", "util-linux")
+	echotest.NeedTool(t, "ps", "procps")
 	wd, _ := os.Getwd()
 	cmd := exec.Command("make", append([]string{"-s", "-f", filepath.Join(wd, "Makefile")}, args...)...)
 	cmd.Dir = dir
-	return runCmd(t, cmd)
+	return echotest.RunCmd(t, cmd)
 }
 
 // TestMakeRefusesStalePIDFile puts a stranger's pid in echod.pid, as a
@@ -669,7 +532,7 @@ func TestMakeRefusesStalePIDFile(t *testing.T) {
 			t.Errorf("make %s: exit %d, stderr %q", target, code, errOut)
 		}
 	}
-	if !alive(stranger.Process.Pid) {
+	if !echotest.Alive(stranger.Process.Pid) {
 		t.Error("make killed a stranger")
 	}
 }
@@ -686,7 +549,7 @@ func TestMakeStop(t *testing.T) {
 	if _, errOut, code := makeIn(t, dir, "stop", "PIDFILE="+pidfile); code != 0 {
 		t.Fatalf("make stop: exit %d, %q", code, errOut)
 	}
-	if alive(pid) {
+	if echotest.Alive(pid) {
 		t.Error("make stop returned before the daemon was gone")
 	}
 }
@@ -704,7 +567,7 @@ func TestDaemonDiesInStartUp(t *testing.T) {
 			exe, _ := slowStart(t, dir, tc.then)
 			cmd := exec.Command(exe, "-addr", "127.0.0.1:0", "-pidfile", "")
 			cmd.Dir = dir
-			_, errOut, code := runCmd(t, cmd)
+			_, errOut, code := echotest.RunCmd(t, cmd)
 			if code != 1 || !strings.Contains(errOut, "ended in start-up without a word, exit status 3") {
 				t.Errorf("exit %d, stderr %q", code, errOut)
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"echod/internal/echotest"
 	"fmt"
 	"io"
 	"net"
@@ -23,8 +24,8 @@ import (
 func reloadWhileStuck(t *testing.T, dir, grace string) (old, next int, addr string) {
 	t.Helper()
 	old, addr = launchDaemon(t, dir, "-grace", grace)
-	stuck := dial(t, addr)
-	go stuck.Write(random(16 << 20))
+	stuck := echotest.Dial(t, addr)
+	go stuck.Write(echotest.Random(16 << 20))
 	awaitStuck(t, stuck)
 	syscall.Kill(old, syscall.SIGHUP)
 	return old, awaitReload(t, dir, old), addr
@@ -41,7 +42,7 @@ func TestReloadStopBoth(t *testing.T) {
 	dir := t.TempDir()
 	pid, next, addr := reloadWhileStuck(t, dir, "4s")
 	oldCut := time.Now().Add(4 * time.Second) // the old daemon cuts what it has not moved by then
-	c := dial(t, addr)
+	c := echotest.Dial(t, addr)
 	time.Sleep(2 * time.Second) // so that the new daemon's -grace ends 2s after the old one's cut
 	syscall.Kill(pid, syscall.SIGTERM)
 	syscall.Kill(next, syscall.SIGTERM)
@@ -51,8 +52,8 @@ func TestReloadStopBoth(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond) // a client that types
 	}
-	waitGone(t, pid)
-	poll(t, 10*time.Second, "the new daemon did not stop", func() bool { return !alive(next) })
+	echotest.WaitGone(t, pid)
+	echotest.Poll(t, 10*time.Second, "the new daemon did not stop", func() bool { return !echotest.Alive(next) })
 	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
 		t.Error("PID file left behind")
 	}
@@ -73,7 +74,7 @@ func TestReloadDuringReload(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGHUP)
 	os.Remove(filepath.Join(dir, "slow"))
 	var last int
-	poll(t, 15*time.Second, "the new build never ran", func() bool {
+	echotest.Poll(t, 15*time.Second, "the new build never ran", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "echod.pid"))
 		fmt.Sscan(string(b), &last)
 		running, _ := os.Stat(fmt.Sprintf("/proc/%d/exe", last))
@@ -94,10 +95,10 @@ func TestReloadFailsWithChildren(t *testing.T) {
 	installScript(t, dir, fmt.Sprintf(script, filepath.Join(dir, "child.pid")))
 	syscall.Kill(pid, syscall.SIGHUP)
 	awaitLog(t, dir, "reload failed")
-	child := readPID(t, filepath.Join(dir, "child.pid"))
-	poll(t, 5*time.Second, "the failed daemon's child still runs", func() bool { return !alive(child) })
+	child := echotest.ReadPID(t, filepath.Join(dir, "child.pid"))
+	echotest.Poll(t, 5*time.Second, "the failed daemon's child still runs", func() bool { return !echotest.Alive(child) })
 	syscall.Kill(pid, syscall.SIGTERM)
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("the port is still taken: %v", err)
@@ -112,7 +113,7 @@ func TestReloadNoGrace(t *testing.T) {
 	pid, addr := launchDaemon(t, dir, "-grace", "0")
 	var conns []*net.TCPConn
 	for range 8 {
-		c := dial(t, addr)
+		c := echotest.Dial(t, addr)
 		if err := roundTrip(c, []byte("open")); err != nil {
 			t.Fatal(err)
 		}
@@ -133,12 +134,12 @@ func TestReloadNoGrace(t *testing.T) {
 // open only 20 files: what it cannot take it says, in a WARN line with the
 // count and the reason, and closes, so that no client hangs.
 func TestReloadOutOfDescriptors(t *testing.T) {
-	needTool(t, "prlimit", "util-linux")
+	echotest.NeedTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
 	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
 	conns := make([]*net.TCPConn, 30)
 	for i := range conns {
-		if conns[i] = dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
+		if conns[i] = echotest.Dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
 			t.Fatal("no echo")
 		}
 	}
@@ -149,7 +150,7 @@ func TestReloadOutOfDescriptors(t *testing.T) {
 		switch err := roundTrip(c, []byte("moved")); {
 		case err == nil:
 			served++
-		case isTimeout(err):
+		case echotest.IsTimeout(err):
 			t.Errorf("client %d hangs", i)
 		}
 	}
@@ -201,7 +202,7 @@ func TestReloadSecondStop(t *testing.T) {
 	awaitLog(t, dir, "msg=stopping")
 	syscall.Kill(next, syscall.SIGTERM)
 	begin := time.Now()
-	poll(t, 15*time.Second, "the new daemon did not go", func() bool { return !alive(next) })
+	echotest.Poll(t, 15*time.Second, "the new daemon did not go", func() bool { return !echotest.Alive(next) })
 	if d := time.Since(begin); d > 3*time.Second {
 		t.Errorf("the new daemon took %v to go after the second SIGTERM", d)
 	}
@@ -213,16 +214,16 @@ func TestReloadSecondStop(t *testing.T) {
 // on the terminal, and serves.
 func TestDaemonBareName(t *testing.T) {
 	dir := t.TempDir()
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	cmd := exec.Command("bash", "-c", `exec -a echod "$0" -addr 127.0.0.1:0`, echodBin)
 	cmd.Dir = dir
-	out, errOut, code := runCmd(t, cmd)
+	out, errOut, code := echotest.RunCmd(t, cmd)
 	var pid int
 	var addr string
 	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
-	mustEcho(t, dial(t, addr), []byte("served"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("served"))
 	if !strings.Contains(errOut, "running this binary again") {
 		t.Errorf("stderr %q does not say that it runs itself again", errOut)
 	}
@@ -252,7 +253,7 @@ func TestReloadBinaryGoneThenBack(t *testing.T) {
 // made absolute at the first start.
 func TestReloadStartDirGone(t *testing.T) {
 	dir := t.TempDir()
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	start := filepath.Join(dir, "start")
 	os.Mkdir(start, 0o755)
 	pid, addr := startFrom(t, start, echodBin, "-log", "../echod.log", "-pidfile", "../echod.pid")
@@ -267,7 +268,7 @@ func TestReloadStartDirGone(t *testing.T) {
 func TestReloadKeepsIdleClock(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-idle", "2s")
-	c := dial(t, addr)
+	c := echotest.Dial(t, addr)
 	if err := roundTrip(c, []byte("heard")); err != nil {
 		t.Fatal(err)
 	}
@@ -287,15 +288,15 @@ func TestReloadKeepsIdleClock(t *testing.T) {
 func TestForegroundCtrlC(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "echod.pid")
 	s := startServer(t, "-grace", "20s", "-pidfile", pidfile)
-	busy := dial(t, s.addr)
+	busy := echotest.Dial(t, s.Addr)
 	if err := roundTrip(busy, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	s.cmd.Process.Signal(syscall.SIGINT)
-	poll(t, 5*time.Second, "no stopping line", func() bool { return strings.Contains(s.log(), "msg=stopping open=1 grace=20s") })
-	s.cmd.Process.Signal(syscall.SIGINT)
-	s.wait(t, 5*time.Second)
-	if log := s.log(); !strings.Contains(log, `msg="stopping at once" open=1`) || !strings.Contains(log, "msg=stop cut=1") {
+	s.Cmd.Process.Signal(syscall.SIGINT)
+	echotest.Poll(t, 5*time.Second, "no stopping line", func() bool { return strings.Contains(s.Log(), "msg=stopping open=1 grace=20s") })
+	s.Cmd.Process.Signal(syscall.SIGINT)
+	s.Wait(t, 5*time.Second)
+	if log := s.Log(); !strings.Contains(log, `msg="stopping at once" open=1`) || !strings.Contains(log, "msg=stop cut=1") {
 		t.Errorf("want the second Ctrl-C's line and what it cut:\n%s", log)
 	}
 	if _, err := os.Stat(pidfile); err == nil {
@@ -329,18 +330,18 @@ func TestReloadStopDuringStart(t *testing.T) {
 	dir := t.TempDir()
 	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nNOTIFY_SOCKET=%s exec %s \"$@\"\n", n.addr, echodBin))
 	pid, addr := startFrom(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")
-	if err := roundTrip(dial(t, addr), []byte("open")); err != nil {
+	if err := roundTrip(echotest.Dial(t, addr), []byte("open")); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Kill(pid, syscall.SIGHUP)
 	pidfile := filepath.Join(dir, "echod.pid")
-	poll(t, 10*time.Second, "no new pid in the PID file", func() bool { return readPID(t, pidfile) != pid })
+	echotest.Poll(t, 10*time.Second, "no new pid in the PID file", func() bool { return echotest.ReadPID(t, pidfile) != pid })
 	syscall.Kill(pid, syscall.SIGTERM)
 	gone := 0 // polls in a row that found a dead pid: one may fall between a kill and the rewrite
-	for end := time.Now().Add(15 * time.Second); alive(pid) && time.Now().Before(end); {
+	for end := time.Now().Add(15 * time.Second); echotest.Alive(pid) && time.Now().Before(end); {
 		b, err := os.ReadFile(pidfile)
 		var named int
-		if fmt.Sscan(string(b), &named); err == nil && named > 0 && !alive(named) {
+		if fmt.Sscan(string(b), &named); err == nil && named > 0 && !echotest.Alive(named) {
 			if gone++; gone > 2 {
 				t.Fatalf("the PID file names %d, which is gone; the old daemon %d still runs", named, pid)
 			}
@@ -349,7 +350,7 @@ func TestReloadStopDuringStart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	if _, err := os.Stat(pidfile); err == nil {
 		t.Error("PID file left behind")
 	}
@@ -362,11 +363,11 @@ func TestReloadStopBeforeHUP(t *testing.T) {
 	for range 4 { // the loop's select picks at random among ready channels
 		dir := t.TempDir()
 		pid, _, childPID := slowReload(t, dir)
-		child := readPID(t, childPID)
+		child := echotest.ReadPID(t, childPID)
 		syscall.Kill(pid, syscall.SIGHUP)
 		syscall.Kill(pid, syscall.SIGTERM)
-		poll(t, 5*time.Second, "the old daemon did not stop", func() bool { return !alive(pid) })
-		if again := readPID(t, childPID); again != child {
+		echotest.Poll(t, 5*time.Second, "the old daemon did not stop", func() bool { return !echotest.Alive(pid) })
+		if again := echotest.ReadPID(t, childPID); again != child {
 			t.Fatalf("the old daemon started another new daemon, %d, after the stop", again)
 		}
 	}

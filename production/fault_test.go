@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"echod/internal/echotest"
 	"errors"
 	"flag"
 	"fmt"
@@ -43,17 +44,17 @@ func vmHWM(t testing.TB, pid int) int {
 // backToRest waits until pid holds no more descriptors than it did at rest.
 func backToRest(t testing.TB, pid, rest int) {
 	t.Helper()
-	poll(t, 10*time.Second, fmt.Sprintf("descriptors not back to %d", rest), func() bool { return fdCount(pid) <= rest })
+	echotest.Poll(t, 10*time.Second, fmt.Sprintf("descriptors not back to %d", rest), func() bool { return fdCount(pid) <= rest })
 }
 
 // startPlain runs echod -foreground without the race detector, whose memory
 // and CPU would swamp what is measured, under the command prefix pre.
-func startPlain(t testing.TB, pre []string, args ...string) *proc {
+func startPlain(t testing.TB, pre []string, args ...string) *echotest.Proc {
 	t.Helper()
 	args = append(append(pre, plainBin, "-foreground", "-addr", "127.0.0.1:0"), args...)
-	s := start(t, exec.Command(args[0], args[1:]...))
-	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.cmd.Process.Pid)); string(comm) != "echod\n" {
-		t.Fatalf("pid %d is %q, not echod", s.cmd.Process.Pid, comm)
+	s := echotest.Start(t, exec.Command(args[0], args[1:]...))
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", s.Cmd.Process.Pid)); string(comm) != "echod\n" {
+		t.Fatalf("pid %d is %q, not echod", s.Cmd.Process.Pid, comm)
 	}
 	return s
 }
@@ -62,33 +63,33 @@ func startPlain(t testing.TB, pre []string, args ...string) *proc {
 // post exits on the first EMFILE; echod must back off without spinning or
 // flooding its log, and serve again once the clients leave.
 func TestOutOfDescriptors(t *testing.T) {
-	needTool(t, "prlimit", "util-linux")
+	echotest.NeedTool(t, "prlimit", "util-linux")
 	s := startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16")
-	pid := s.cmd.Process.Pid
+	pid := s.Cmd.Process.Pid
 	var clients []*net.TCPConn
 	for range 60 {
-		clients = append(clients, dial(t, s.addr))
+		clients = append(clients, echotest.Dial(t, s.Addr))
 	}
-	poll(t, 5*time.Second, "no EMFILE logged", func() bool { return strings.Contains(s.log(), "too many open files") })
+	echotest.Poll(t, 5*time.Second, "no EMFILE logged", func() bool { return strings.Contains(s.Log(), "too many open files") })
 	before := cpuTime(t, pid)
 	time.Sleep(2 * time.Second) // a window to measure, not to wait for something
 	used := cpuTime(t, pid) - before
-	t.Logf("out of descriptors: %v of CPU in 2 s, log %d bytes", used, len(s.log()))
+	t.Logf("out of descriptors: %v of CPU in 2 s, log %d bytes", used, len(s.Log()))
 	if used > 200*time.Millisecond {
 		t.Errorf("%v of CPU in 2 s while out of descriptors: spinning", used)
 	}
-	if n := len(s.log()); n > 4<<10 {
+	if n := len(s.Log()); n > 4<<10 {
 		t.Errorf("log grew to %d bytes", n)
 	}
 	for _, c := range clients {
 		c.Close()
 	}
-	c := dial(t, s.addr)
+	c := echotest.Dial(t, s.Addr)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	mustEcho(t, c, []byte("served again"))
+	echotest.MustEcho(t, c, []byte("served again"))
 	select {
-	case <-s.done:
-		t.Fatalf("echod exited: %v", s.err)
+	case <-s.Done:
+		t.Fatalf("echod exited: %v", s.Err)
 	default:
 	}
 }
@@ -97,14 +98,14 @@ func TestOutOfDescriptors(t *testing.T) {
 // every client is echoed, and the descriptors go back to rest.
 func TestFlood(t *testing.T) {
 	s := startPlain(t, nil, "-workers", "16")
-	pid := s.cmd.Process.Pid
+	pid := s.Cmd.Process.Pid
 	rest, restHWM := fdCount(pid), vmHWM(t, pid)
 	conns := make([]net.Conn, 3000)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for i := range conns {
 		wg.Go(func() {
-			c, err := net.DialTimeout("tcp", s.addr, 30*time.Second)
+			c, err := net.DialTimeout("tcp", s.Addr, 30*time.Second)
 			if err != nil {
 				failed.Add(1)
 				return
@@ -138,7 +139,7 @@ func TestFlood(t *testing.T) {
 		t.Errorf("peak memory grew by %d KiB", peak-restHWM)
 	}
 	backToRest(t, pid, rest)
-	mustEcho(t, dial(t, s.addr), []byte("still echoing"))
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("still echoing"))
 }
 
 // TestResetsAndGarbage sends random bytes and resets, or connects and
@@ -146,33 +147,33 @@ func TestFlood(t *testing.T) {
 // nothing is left behind.
 func TestResetsAndGarbage(t *testing.T) {
 	s := startServer(t, "-workers", "4")
-	pid := s.cmd.Process.Pid
+	pid := s.Cmd.Process.Pid
 	rest := fdCount(pid)
 	var wg sync.WaitGroup
 	for i := range 300 {
 		wg.Go(func() {
-			c, err := net.DialTimeout("tcp", s.addr, 10*time.Second)
+			c, err := net.DialTimeout("tcp", s.Addr, 10*time.Second)
 			if err != nil {
 				return // e.g., backlog full for a moment; the good client is what is checked
 			}
 			if i%2 == 0 {
-				c.Write(random(1 + i*100))
+				c.Write(echotest.Random(1 + i*100))
 				c.(*net.TCPConn).SetLinger(0) // close with RST
 			}
 			c.Close()
 		})
 	}
-	mustEcho(t, dial(t, s.addr), random(4<<20))
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), echotest.Random(4<<20))
 	wg.Wait()
 	backToRest(t, pid, rest)
-	mustEcho(t, dial(t, s.addr), []byte("still echoing"))
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("still echoing"))
 }
 
 // TestIdleCostsNothing watches a resting daemon's CPU time.
 func TestIdleCostsNothing(t *testing.T) {
 	s := startPlain(t, nil)
-	pid := s.cmd.Process.Pid
-	mustEcho(t, dial(t, s.addr), []byte("warm up"))
+	pid := s.Cmd.Process.Pid
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("warm up"))
 	before := cpuTime(t, pid)
 	time.Sleep(3 * time.Second) // a window to measure
 	used := cpuTime(t, pid) - before
@@ -201,7 +202,7 @@ func FuzzEcho(f *testing.F) {
 	f.Add(bytes.Repeat([]byte("echod"), 50000), []byte{200, 3, 255, 0})
 	f.Add([]byte{}, []byte{7})
 	f.Fuzz(func(t *testing.T, data, chunks []byte) {
-		c := dial(t, inProcess())
+		c := echotest.Dial(t, inProcess())
 		i := 0
 		chunk := func() int { // sizes cycle through chunks, in steps of 64 bytes
 			if len(chunks) == 0 {
@@ -263,7 +264,7 @@ func verify(c *net.TCPConn, data []byte, chunk func() int, readSize int, pause t
 func TestSoak(t *testing.T) {
 	const workers = 8
 	s := startServer(t, "-workers", strconv.Itoa(workers))
-	pid := s.cmd.Process.Pid
+	pid := s.Cmd.Process.Pid
 	rest := fdCount(pid)
 	var episodes, checked, corrupt, cut, failed atomic.Int64
 	var mu sync.Mutex
@@ -274,7 +275,7 @@ func TestSoak(t *testing.T) {
 		wg.Go(func() {
 			rng := mrand.New(mrand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
 			for time.Now().Before(end) {
-				n, err := episode(s.addr, rng)
+				n, err := episode(s.Addr, rng)
 				episodes.Add(1)
 				checked.Add(int64(n))
 				switch {
@@ -316,10 +317,10 @@ func episode(addr string, rng *mrand.Rand) (int, error) {
 	wrng := mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())) // for the writer goroutine
 	switch rng.IntN(5) {
 	case 0: // a verified echo of random size and chunking, ending in a half-close
-		data := random(rng.IntN(256 << 10))
+		data := echotest.Random(rng.IntN(256 << 10))
 		return len(data), verify(c, data, func() int { return 1 + wrng.IntN(64<<10) }, 32<<10, 0)
 	case 1: // a reset mid-stream
-		data := random(1 + rng.IntN(64<<10))
+		data := echotest.Random(1 + rng.IntN(64<<10))
 		if _, err := c.Write(data); err != nil {
 			return 0, err
 		}
@@ -335,10 +336,10 @@ func episode(addr string, rng *mrand.Rand) (int, error) {
 	case 2: // connect and close
 		return 0, nil
 	case 3: // a slow reader of a MiB
-		data := random(1 << 20)
+		data := echotest.Random(1 << 20)
 		return len(data), verify(c, data, func() int { return 64 << 10 }, 4<<10, 500*time.Microsecond)
 	default: // many tiny writes
-		data := random(2000)
+		data := echotest.Random(2000)
 		return len(data), verify(c, data, func() int { return 1 + wrng.IntN(3) }, 1<<10, 0)
 	}
 }

@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/rand"
+	"echod/internal/echotest"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 )
 
 var (
-	buildFlags []string
 	echodBin   string // built once by TestMain, with the race detector if the tests have it
 	clientBin  string
 	plainBin   string // echod without the race detector, for measuring CPU and memory
@@ -29,7 +27,7 @@ var (
 var standIn func() bool
 
 // adopt, where set, makes this process adopt what its children leave
-// running, so that the tests find it among their own (see running).
+// running, so that the tests find it among their own (see echotest.Running).
 var adopt func()
 
 func TestMain(m *testing.M) {
@@ -51,10 +49,9 @@ func TestMain(m *testing.M) {
 	for _, b := range []struct {
 		bin, pkg string
 		flags    []string
-	}{{echodBin, ".", buildFlags}, {clientBin, "./client", buildFlags}, {plainBin, ".", nil}} {
-		args := append(append([]string{"build"}, b.flags...), "-o", b.bin, b.pkg)
-		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", b.pkg, err, out)
+	}{{echodBin, ".", echotest.BuildFlags}, {clientBin, "../client", echotest.BuildFlags}, {plainBin, ".", nil}} {
+		if err := echotest.Build(b.bin, b.pkg, b.flags); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 	}
@@ -63,153 +60,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needTool skips the test unless name is on PATH; pkg is the Debian
-// package that has it.
-func needTool(t testing.TB, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("needs %s (apt-get install %s)", name, pkg)
-	}
-}
-
-// poll waits up to d for cond, failing the test with what if it never holds.
-func poll(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("after %v: %s", d, what)
-		}
-	}
-}
-
-// proc is an echod started with -foreground, killed at the end of the test.
-type proc struct {
-	cmd    *exec.Cmd
-	addr   string
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	done   chan struct{} // closed once the process has exited
-	err    error         // its exit status, valid after done
-}
-
 // startServer runs echod -foreground on a free loopback port and returns once
 // it has logged its start line.
-func startServer(t testing.TB, args ...string) *proc {
+func startServer(t testing.TB, args ...string) *echotest.Proc {
 	t.Helper()
 	cmd := exec.Command(echodBin, append([]string{"-foreground", "-addr", "127.0.0.1:0"}, args...)...)
-	return start(t, cmd)
-}
-
-func start(t testing.TB, cmd *exec.Cmd) *proc {
-	t.Helper()
-	s := &proc{cmd: cmd, done: make(chan struct{})}
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); <-s.done })
-	started := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		for sc.Scan() {
-			line := sc.Text()
-			if i := strings.Index(line, "msg=start addr="); i >= 0 {
-				started <- strings.Fields(line[i+len("msg=start addr="):])[0]
-			}
-			s.mu.Lock()
-			s.stderr.WriteString(line + "\n")
-			s.mu.Unlock()
-		}
-		s.err = cmd.Wait()
-		close(s.done)
-	}()
-	select {
-	case s.addr = <-started:
-	case <-s.done:
-		t.Fatalf("echod exited at start: %v\n%s", s.err, s.log())
-	case <-time.After(10 * time.Second):
-		t.Fatalf("echod did not start\n%s", s.log())
-	}
-	return s
-}
-
-func (s *proc) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stderr.String()
-}
-
-// stop sends SIGTERM and waits up to d for a clean exit.
-func (s *proc) stop(t testing.TB, d time.Duration) {
-	t.Helper()
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	s.wait(t, d)
-}
-
-// wait waits up to d for a clean exit.
-func (s *proc) wait(t testing.TB, d time.Duration) {
-	t.Helper()
-	select {
-	case <-s.done:
-		if s.err != nil {
-			t.Fatalf("echod exited with %v\n%s", s.err, s.log())
-		}
-	case <-time.After(d):
-		t.Fatalf("echod still running after %v", d)
-	}
-}
-
-func dial(t testing.TB, addr string) *net.TCPConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c.(*net.TCPConn)
-}
-
-// mustEcho streams data through c while reading the echo, half-closes, and
-// checks that exactly data comes back before the server's close.
-func mustEcho(t testing.TB, c *net.TCPConn, data []byte) {
-	t.Helper()
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(data)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		werr <- err
-	}()
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read after %d bytes: %v", len(got), err)
-	}
-	if err := <-werr; err != nil {
-		t.Fatal("write:", err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Fatalf("echo differs: sent %d bytes, got %d, first difference at %d", len(data), len(got), firstDiff(got, data))
-	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
-
-func random(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
+	return echotest.Start(t, cmd)
 }
 
 func TestEchoBinary(t *testing.T) {
@@ -218,17 +74,17 @@ func TestEchoBinary(t *testing.T) {
 	for i := range 512 {
 		all = append(all, byte(i)) // every byte value, NUL included, twice
 	}
-	mustEcho(t, dial(t, s.addr), all)
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), all)
 }
 
 func TestEchoLargeStream(t *testing.T) {
 	s := startServer(t)
-	mustEcho(t, dial(t, s.addr), random(8<<20)) // far more than the socket buffers: echoed while streaming
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), echotest.Random(8<<20)) // far more than the socket buffers: echoed while streaming
 }
 
 func TestEchoHalfClose(t *testing.T) {
 	s := startServer(t)
-	c := dial(t, s.addr)
+	c := echotest.Dial(t, s.Addr)
 	c.Write([]byte("before FIN"))
 	c.CloseWrite()
 	got, err := io.ReadAll(c) // the server echoes what is pending, then closes
@@ -246,14 +102,14 @@ func TestMoreClientsThanWorkers(t *testing.T) {
 	var conns []*net.TCPConn
 	begin := time.Now()
 	for range 40 {
-		conns = append(conns, dial(t, s.addr))
+		conns = append(conns, echotest.Dial(t, s.Addr))
 	}
 	if d := time.Since(begin); d > 900*time.Millisecond {
 		t.Errorf("40 connects took %v; a full backlog makes a client wait 1s", d)
 	}
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Go(func() { mustEcho(t, c, random(64<<10)) })
+		wg.Go(func() { echotest.MustEcho(t, c, echotest.Random(64<<10)) })
 	}
 	wg.Wait()
 }
@@ -271,20 +127,20 @@ func TestIdleFreesWorker(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startServer(t, "-workers", "2", "-queue", "1", "-idle", "500ms")
-			holders := []*net.TCPConn{dial(t, s.addr), dial(t, s.addr)}
+			holders := []*net.TCPConn{echotest.Dial(t, s.Addr), echotest.Dial(t, s.Addr)}
 			for _, h := range holders {
 				tc.hold(h)
 			}
 			begin := time.Now()
-			c := dial(t, s.addr)
+			c := echotest.Dial(t, s.Addr)
 			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
-			mustEcho(t, c, []byte("served"))
+			echotest.MustEcho(t, c, []byte("served"))
 			if d := time.Since(begin); d < 400*time.Millisecond || d > 2*time.Second {
 				t.Errorf("served after %v, want about -idle (500ms)", d)
 			}
 			for _, h := range holders {
 				h.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.Copy(io.Discard, h); isTimeout(err) {
+				if _, err := io.Copy(io.Discard, h); echotest.IsTimeout(err) {
 					t.Error("an idle connection was not closed")
 				}
 			}
@@ -292,29 +148,12 @@ func TestIdleFreesWorker(t *testing.T) {
 	}
 }
 
-// awaitRefused waits until addr refuses new clients, as it does once a stop has begun.
-func awaitRefused(t testing.TB, addr string) {
-	t.Helper()
-	poll(t, 5*time.Second, "new connections still accepted after the signal", func() bool {
-		nc, err := net.Dial("tcp", addr)
-		if err == nil {
-			nc.Close()
-		}
-		return err != nil
-	})
-}
-
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // TestIdleKeepsActiveConnection keeps a connection busy for three times
 // -idle, and past -grace: it must survive, since the idle deadline moves with
 // every read and write, and the grace period starts only at SIGTERM.
 func TestIdleKeepsActiveConnection(t *testing.T) {
 	s := startServer(t, "-idle", "300ms", "-grace", "200ms")
-	c := dial(t, s.addr)
+	c := echotest.Dial(t, s.Addr)
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if _, err := c.Write([]byte("tick")); err != nil {
 			t.Fatal(err)
@@ -330,21 +169,21 @@ func TestIdleKeepsActiveConnection(t *testing.T) {
 func TestShutdownCompletesTransfer(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "echod.pid")
 	s := startServer(t, "-grace", "20s", "-pidfile", pidfile)
-	c := dial(t, s.addr)
-	first := random(1 << 20)
+	c := echotest.Dial(t, s.Addr)
+	first := echotest.Random(1 << 20)
 	go c.Write(first)
 	if _, err := io.ReadFull(c, make([]byte, len(first))); err != nil {
 		t.Fatal(err)
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	awaitRefused(t, s.addr)
-	mustEcho(t, c, random(4<<20))
-	s.wait(t, 10*time.Second)
+	s.Cmd.Process.Signal(syscall.SIGTERM)
+	echotest.AwaitRefused(t, s.Addr)
+	echotest.MustEcho(t, c, echotest.Random(4<<20))
+	s.Wait(t, 10*time.Second)
 	if _, err := os.Stat(pidfile); !os.IsNotExist(err) {
 		t.Errorf("PID file left: %v", err)
 	}
-	if !strings.Contains(s.log(), "msg=stop") {
-		t.Errorf("no stop line in the log:\n%s", s.log())
+	if !strings.Contains(s.Log(), "msg=stop") {
+		t.Errorf("no stop line in the log:\n%s", s.Log())
 	}
 }
 
@@ -354,19 +193,19 @@ func TestShutdownCompletesTransfer(t *testing.T) {
 func TestShutdownGraceExpires(t *testing.T) {
 	pidfile := filepath.Join(t.TempDir(), "echod.pid")
 	s := startServer(t, "-workers", "1", "-queue", "1", "-grace", "500ms", "-pidfile", pidfile)
-	busy := dial(t, s.addr)
+	busy := echotest.Dial(t, s.Addr)
 	busy.Write([]byte("x"))
 	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 { // one in the queue, one held by the accept loop, one in the backlog
-		dial(t, s.addr)
+		echotest.Dial(t, s.Addr)
 	}
 	cut := make(chan time.Duration, 1)
 	begin := time.Now()
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.Cmd.Process.Signal(syscall.SIGTERM)
 	go func() { io.Copy(io.Discard, busy); cut <- time.Since(begin) }()
-	s.wait(t, 5*time.Second)
+	s.Wait(t, 5*time.Second)
 	if d := <-cut; d < 400*time.Millisecond {
 		t.Errorf("the busy connection was cut %v after SIGTERM, before -grace (500ms)", d)
 	}
@@ -381,20 +220,20 @@ func TestShutdownGraceExpires(t *testing.T) {
 // way, so no client it accepted is reset.
 func TestShutdownServesAccepted(t *testing.T) {
 	s := startServer(t, "-workers", "1", "-queue", "0", "-grace", "20s")
-	busy := dial(t, s.addr)
+	busy := echotest.Dial(t, s.Addr)
 	busy.Write([]byte("x"))
 	if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	pid := s.cmd.Process.Pid
+	pid := s.Cmd.Process.Pid
 	rest := fdCount(pid)
-	waiting := dial(t, s.addr)
-	poll(t, 5*time.Second, "the second client was not accepted", func() bool { return fdCount(pid) > rest })
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	awaitRefused(t, s.addr)
+	waiting := echotest.Dial(t, s.Addr)
+	echotest.Poll(t, 5*time.Second, "the second client was not accepted", func() bool { return fdCount(pid) > rest })
+	s.Cmd.Process.Signal(syscall.SIGTERM)
+	echotest.AwaitRefused(t, s.Addr)
 	busy.CloseWrite()
-	mustEcho(t, waiting, []byte("accepted before SIGTERM, served after"))
-	s.wait(t, 5*time.Second)
+	echotest.MustEcho(t, waiting, []byte("accepted before SIGTERM, served after"))
+	s.Wait(t, 5*time.Second)
 }
 
 // TestSecondSignalStopsAtOnce presses Ctrl-C twice in the foreground: the
@@ -402,7 +241,7 @@ func TestShutdownServesAccepted(t *testing.T) {
 // the second ends echod at once.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	s := startServer(t, "-grace", "20s")
-	busy := dial(t, s.addr)
+	busy := echotest.Dial(t, s.Addr)
 	mustWrite := func() {
 		busy.Write([]byte("x"))
 		if _, err := io.ReadFull(busy, make([]byte, 1)); err != nil {
@@ -410,12 +249,12 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 		}
 	}
 	mustWrite()
-	s.cmd.Process.Signal(syscall.SIGINT)
-	awaitRefused(t, s.addr)
+	s.Cmd.Process.Signal(syscall.SIGINT)
+	echotest.AwaitRefused(t, s.Addr)
 	mustWrite() // still served during the graceful stop
-	s.cmd.Process.Signal(syscall.SIGINT)
+	s.Cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-s.done:
+	case <-s.Done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("still running 3s after the second SIGINT")
 	}
@@ -425,11 +264,11 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 // echod, as a closed terminal ends its jobs; reload is for daemons.
 func TestForegroundHangup(t *testing.T) {
 	s := startServer(t)
-	s.cmd.Process.Signal(syscall.SIGHUP)
+	s.Cmd.Process.Signal(syscall.SIGHUP)
 	select {
-	case <-s.done:
-		if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGHUP {
-			t.Errorf("exit %v, want death by SIGHUP", s.err)
+	case <-s.Done:
+		if ws, ok := s.Cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGHUP {
+			t.Errorf("exit %v, want death by SIGHUP", s.Err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("still running after SIGHUP")
@@ -456,7 +295,7 @@ func TestUsageErrors(t *testing.T) {
 		dir := t.TempDir()
 		cmd := exec.Command(echodBin, append(tc.args, "-foreground")...)
 		cmd.Dir = dir
-		_, errOut, code := runCmd(t, cmd)
+		_, errOut, code := echotest.RunCmd(t, cmd)
 		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
 		}
@@ -466,48 +305,21 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// runCmd runs cmd to its end, killing it after 20 s, and returns what it printed.
-func runCmd(t *testing.T, cmd *exec.Cmd) (stdout, stderr string, code int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
-	err := cmd.Wait()
-	if !timer.Stop() {
-		t.Fatalf("%s still running after 20 s; stderr:\n%s", cmd.Path, errb.String())
-	}
-	return out.String(), errb.String(), exitCode(err)
-}
-
-func exitCode(err error) int {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
-}
-
 // TestEchoWithTools talks to echod with the tools a user would: socat and
 // nc send every byte of their input, half-close, and print the echo.
 func TestEchoWithTools(t *testing.T) {
 	s := startServer(t)
-	host, port, _ := net.SplitHostPort(s.addr)
-	data := random(1 << 20)
+	host, port, _ := net.SplitHostPort(s.Addr)
+	data := echotest.Random(1 << 20)
 	for _, tc := range []struct {
 		pkg  string
 		argv []string
-	}{{"socat", []string{"socat", "-t", "10", "-", "TCP:" + s.addr}}, {"netcat-openbsd", []string{"nc", "-N", host, port}}} {
+	}{{"socat", []string{"socat", "-t", "10", "-", "TCP:" + s.Addr}}, {"netcat-openbsd", []string{"nc", "-N", host, port}}} {
 		t.Run(tc.argv[0], func(t *testing.T) {
-			needTool(t, tc.argv[0], tc.pkg)
+			echotest.NeedTool(t, tc.argv[0], tc.pkg)
 			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
 			cmd.Stdin = bytes.NewReader(data)
-			out, errOut, code := runCmd(t, cmd)
+			out, errOut, code := echotest.RunCmd(t, cmd)
 			if code != 0 || out != string(data) {
 				t.Errorf("exit %d, stderr %q, %d of %d bytes back, equal: %v", code, errOut, len(out), len(data), out == string(data))
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"echod/internal/echotest"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -34,7 +35,7 @@ func roundTrip(c net.Conn, data []byte) error {
 		return err
 	}
 	if !bytes.Equal(got, data) {
-		return fmt.Errorf("%w at byte %d", errCorrupt, firstDiff(got, data))
+		return fmt.Errorf("%w at byte %d", errCorrupt, echotest.FirstDiff(got, data))
 	}
 	return <-werr
 }
@@ -48,7 +49,7 @@ func TestMovePersistent(t *testing.T) {
 	pid, addr := launchDaemon(t, dir)
 	conns := make([]*net.TCPConn, 16)
 	for i := range conns {
-		conns[i] = dial(t, addr)
+		conns[i] = echotest.Dial(t, addr)
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -62,7 +63,7 @@ func TestMovePersistent(t *testing.T) {
 					return
 				default:
 				}
-				err := roundTrip(c, random(1+mrand.IntN(8<<10)))
+				err := roundTrip(c, echotest.Random(1+mrand.IntN(8<<10)))
 				mu.Lock()
 				trips++
 				if err != nil {
@@ -105,10 +106,10 @@ func TestMovePersistent(t *testing.T) {
 func TestMoveStream(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
-	c := dial(t, addr)
+	c := echotest.Dial(t, addr)
 	done := make(chan error, 1)
 	go func() { // 64 KiB every 10ms: about 1.3s
-		done <- verify(c, random(8<<20), func() int { time.Sleep(10 * time.Millisecond); return 64 << 10 }, 32<<10, 0)
+		done <- verify(c, echotest.Random(8<<20), func() int { time.Sleep(10 * time.Millisecond); return 64 << 10 }, 32<<10, 0)
 	}()
 	for range 2 {
 		time.Sleep(300 * time.Millisecond)
@@ -126,7 +127,7 @@ func TestMoveStream(t *testing.T) {
 // same connection and ends the input: nc -N half-closes, both lines come
 // back, then the server's EOF ends nc.
 func TestMoveInteractive(t *testing.T) {
-	needTool(t, "nc", "netcat-openbsd")
+	echotest.NeedTool(t, "nc", "netcat-openbsd")
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
 	host, port, _ := net.SplitHostPort(addr)
@@ -162,10 +163,10 @@ func TestMoveNonReader(t *testing.T) {
 	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-grace", "1s", "-workers", "1")
-	stuck := dial(t, addr)
-	go stuck.Write(random(16 << 20)) // blocks once the buffers are full
+	stuck := echotest.Dial(t, addr)
+	go stuck.Write(echotest.Random(16 << 20)) // blocks once the buffers are full
 	awaitStuck(t, stuck)
-	healthy := dial(t, addr)
+	healthy := echotest.Dial(t, addr)
 	healthy.Write([]byte("queued"))
 	begin := time.Now()
 	syscall.Kill(pid, syscall.SIGHUP)
@@ -174,7 +175,7 @@ func TestMoveNonReader(t *testing.T) {
 	if _, err := io.ReadFull(healthy, got); err != nil || string(got) != "queued" {
 		t.Fatalf("the queued client got %q, %v", got, err)
 	}
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	if d := time.Since(begin); d < time.Second || d > 3*time.Second {
 		t.Errorf("the old daemon took %v to go, want about -grace (1s)", d)
 	}
@@ -201,7 +202,7 @@ func awaitStuck(t *testing.T, c *net.TCPConn) {
 	}
 	var last [2]uint64
 	since := time.Now()
-	poll(t, 10*time.Second, "the worker never got stuck in a Write", func() bool {
+	echotest.Poll(t, 10*time.Second, "the worker never got stuck in a Write", func() bool {
 		info := tcpInfo(t, raw)
 		moved := [2]uint64{binary.NativeEndian.Uint64(info[120:]), binary.NativeEndian.Uint64(info[128:])} // tcpi_bytes_acked, tcpi_bytes_received
 		shut := moved[1] > 0
@@ -240,7 +241,7 @@ func tcpInfo(t *testing.T, raw syscall.RawConn) []byte {
 // has the new one's word.
 func awaitMovedIn(t *testing.T, pid, n int) {
 	t.Helper()
-	poll(t, 10*time.Second, fmt.Sprintf("pid %d did not take %d connections", pid, n), func() bool {
+	echotest.Poll(t, 10*time.Second, fmt.Sprintf("pid %d did not take %d connections", pid, n), func() bool {
 		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
 		sockets := 0
 		for _, fd := range fds {
@@ -260,15 +261,15 @@ func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 func heldAndQueued(t *testing.T, dir string) (pid int, addr string, held *net.TCPConn, queued []*net.TCPConn) {
 	t.Helper()
 	pid, addr = launchDaemon(t, dir, "-workers", "1")
-	held = dial(t, addr)
+	held = echotest.Dial(t, addr)
 	if err := roundTrip(held, []byte("h")); err != nil {
 		t.Fatal(err)
 	}
 	rest := fdCount(pid)
 	for i := range 3 {
-		queued = append(queued, dial(t, addr))
+		queued = append(queued, echotest.Dial(t, addr))
 		queued[i].Write([]byte("a"))
-		poll(t, 5*time.Second, "not accepted", func() bool { return fdCount(pid) == rest+i+1 })
+		echotest.Poll(t, 5*time.Second, "not accepted", func() bool { return fdCount(pid) == rest+i+1 })
 	}
 	return pid, addr, held, queued
 }
@@ -302,7 +303,7 @@ func TestMoveQueued(t *testing.T) {
 func TestMoveFailedReload(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
-	conns := []*net.TCPConn{dial(t, addr), dial(t, addr)}
+	conns := []*net.TCPConn{echotest.Dial(t, addr), echotest.Dial(t, addr)}
 	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	syscall.Kill(pid, syscall.SIGHUP)
 	awaitLog(t, dir, "reload failed")
@@ -321,7 +322,7 @@ func TestMoveLeaksNoDescriptor(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
 	for range 16 {
-		c := dial(t, addr)
+		c := echotest.Dial(t, addr)
 		if err := roundTrip(c, []byte("open")); err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +331,7 @@ func TestMoveLeaksNoDescriptor(t *testing.T) {
 	for range 20 {
 		pid = reloadOnce(t, dir, pid)
 	}
-	poll(t, 5*time.Second, "the last daemon did not take all 16", func() bool {
+	echotest.Poll(t, 5*time.Second, "the last daemon did not take all 16", func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "echod.log"))
 		return bytes.Count(b, []byte(`msg="moved in" conns=16`)) == 20
 	})
@@ -348,8 +349,8 @@ func TestMoveLeaksNoDescriptor(t *testing.T) {
 func TestMoveChain(t *testing.T) {
 	dir := t.TempDir()
 	a, addr := launchDaemon(t, dir)
-	c := dial(t, addr)
-	data := random(16 << 20)
+	c := echotest.Dial(t, addr)
+	data := echotest.Random(16 << 20)
 	werr := make(chan error, 1)
 	go func() { _, err := c.Write(data); werr <- err }()
 	awaitStuck(t, c)
@@ -357,7 +358,7 @@ func TestMoveChain(t *testing.T) {
 	b := awaitReload(t, dir, a)
 	syscall.Kill(b, syscall.SIGHUP)
 	last := awaitReload(t, dir, b)
-	if !alive(a) {
+	if !echotest.Alive(a) {
 		t.Fatal("A did not wait for its Write")
 	}
 	got := make([]byte, len(data))
@@ -367,8 +368,8 @@ func TestMoveChain(t *testing.T) {
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, a)
-	waitGone(t, b)
+	echotest.WaitGone(t, a)
+	echotest.WaitGone(t, b)
 	assertOnly(t, dir, last, addr)
 	if err := roundTrip(c, []byte("served by C")); err != nil {
 		t.Fatal(err)
@@ -384,8 +385,8 @@ func TestMoveThenStop(t *testing.T) {
 	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-grace", "3s") // long enough that the SIGTERM below lands while the old daemon waits
-	stuck, healthy := dial(t, addr), dial(t, addr)
-	go stuck.Write(random(16 << 20))
+	stuck, healthy := echotest.Dial(t, addr), echotest.Dial(t, addr)
+	go stuck.Write(echotest.Random(16 << 20))
 	awaitStuck(t, stuck)
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
@@ -394,8 +395,8 @@ func TestMoveThenStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
-	waitGone(t, pid)
-	waitGone(t, next)
+	echotest.WaitGone(t, pid)
+	echotest.WaitGone(t, next)
 	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
 		t.Error("PID file left behind")
 	}
@@ -450,7 +451,7 @@ func TestMoveToDeadEnd(t *testing.T) {
 			pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755), "-grace", "1s", "-workers", "600")
 			conns := make([]*net.TCPConn, 600)
 			for i := range conns {
-				if conns[i] = dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
+				if conns[i] = echotest.Dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
 					t.Fatal("no echo")
 				}
 			}
@@ -462,7 +463,7 @@ func TestMoveToDeadEnd(t *testing.T) {
 			if end == "hung" {
 				bound += 10 * time.Second // -grace, then the pair's own bound
 			}
-			poll(t, bound+5*time.Second, "the old daemon did not go", func() bool { return !alive(pid) })
+			echotest.Poll(t, bound+5*time.Second, "the old daemon did not go", func() bool { return !echotest.Alive(pid) })
 			if d := time.Since(begin); d > bound {
 				t.Errorf("the old daemon took %v to go", d)
 			}
@@ -490,7 +491,7 @@ func TestReloadCost(t *testing.T) {
 	pid, addr := startFrom(t, dir, installEchod(t, dir, plainBin, 0o755))
 	conns := make([]*net.TCPConn, 16)
 	for i := range conns {
-		conns[i] = dial(t, addr)
+		conns[i] = echotest.Dial(t, addr)
 	}
 	measure := func(reloads int) (p50, p99 time.Duration, errs int) {
 		var mu sync.Mutex
@@ -499,7 +500,7 @@ func TestReloadCost(t *testing.T) {
 		end := time.Now().Add(5 * time.Second)
 		for _, c := range conns {
 			wg.Go(func() {
-				msg := random(64)
+				msg := echotest.Random(64)
 				for time.Now().Before(end) {
 					begin := time.Now()
 					err := roundTrip(c, msg)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"echod/internal/echotest"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -23,11 +24,11 @@ import (
 func awaitReload(t *testing.T, dir string, old int) int {
 	t.Helper()
 	pidfile := filepath.Join(dir, "echod.pid")
-	poll(t, 15*time.Second, fmt.Sprintf("pid %d did not hand over", old), func() bool {
+	echotest.Poll(t, 15*time.Second, fmt.Sprintf("pid %d did not hand over", old), func() bool {
 		b, _ := os.ReadFile(pidfile)
 		return len(b) > 0 && !bytes.Equal(b, fmt.Appendln(nil, old))
 	})
-	return readPID(t, pidfile)
+	return echotest.ReadPID(t, pidfile)
 }
 
 // reloadOnce sends SIGHUP to pid and returns the daemon that took over, once
@@ -36,7 +37,7 @@ func reloadOnce(t *testing.T, dir string, pid int) int {
 	t.Helper()
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	return next
 }
 
@@ -44,7 +45,7 @@ func reloadOnce(t *testing.T, dir string, pid int) int {
 func awaitLog(t *testing.T, dir, want string) string {
 	t.Helper()
 	var log []byte
-	poll(t, 15*time.Second, fmt.Sprintf("no %q in the log", want), func() bool {
+	echotest.Poll(t, 15*time.Second, fmt.Sprintf("no %q in the log", want), func() bool {
 		log, _ = os.ReadFile(filepath.Join(dir, "echod.log"))
 		return bytes.Contains(log, []byte(want))
 	})
@@ -55,13 +56,13 @@ func awaitLog(t *testing.T, dir, want string) string {
 // the PID file names it, and that it serves addr.
 func assertOnly(t *testing.T, dir string, pid int, addr string) {
 	t.Helper()
-	poll(t, 10*time.Second, fmt.Sprintf("old daemons still running beside %d", pid), func() bool {
-		return slices.Equal(running(dir), []int{pid}) // a reload's processes come and go
+	echotest.Poll(t, 10*time.Second, fmt.Sprintf("old daemons still running beside %d", pid), func() bool {
+		return slices.Equal(echotest.Running(dir), []int{pid}) // a reload's processes come and go
 	})
-	if got := readPID(t, filepath.Join(dir, "echod.pid")); got != pid {
+	if got := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); got != pid {
 		t.Errorf("PID file names %d, want %d", got, pid)
 	}
-	mustEcho(t, dial(t, addr), []byte("served by the daemon in the PID file"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("served by the daemon in the PID file"))
 }
 
 // TestReloadUnderLoad reloads three times, one after another, while twelve
@@ -119,16 +120,16 @@ func TestReloadUnderLoad(t *testing.T) {
 					continue
 				}
 				c.SetDeadline(time.Now().Add(10 * time.Second))
-				data := random(1024 + mrand.IntN(3073))
+				data := echotest.Random(1024 + mrand.IntN(3073))
 				count(verify(c.(*net.TCPConn), data, func() int { return len(data) }, 32<<10, 0))
 				c.Close()
 			}
 		})
 	}
 	for range 2 {
-		c := dial(t, addr)
+		c := echotest.Dial(t, addr)
 		streams.Go(func() { // 64 KiB every 40ms: about 2.6s
-			count(verify(c, random(4<<20), func() int { time.Sleep(40 * time.Millisecond); return 64 << 10 }, 32<<10, 0))
+			count(verify(c, echotest.Random(4<<20), func() int { time.Sleep(40 * time.Millisecond); return 64 << 10 }, 32<<10, 0))
 		})
 	}
 	var old []int
@@ -138,10 +139,10 @@ func TestReloadUnderLoad(t *testing.T) {
 		prev := pid
 		syscall.Kill(prev, syscall.SIGHUP)
 		watchers.Go(func() { // look at the process first, then at the file
-			for end := time.Now().Add(15 * time.Second); alive(prev) && time.Now().Before(end); {
+			for end := time.Now().Add(15 * time.Second); echotest.Alive(prev) && time.Now().Before(end); {
 				time.Sleep(time.Millisecond)
 			}
-			if got, _ := os.ReadFile(pidfile); alive(prev) || bytes.Equal(got, fmt.Appendln(nil, prev)) {
+			if got, _ := os.ReadFile(pidfile); echotest.Alive(prev) || bytes.Equal(got, fmt.Appendln(nil, prev)) {
 				t.Errorf("pid %d exited with its own pid in the PID file, or not at all", prev)
 			}
 		})
@@ -267,7 +268,7 @@ func slowReload(t *testing.T, dir string) (pid int, addr, childPID string) {
 	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
 	os.Remove(childPID)
 	syscall.Kill(pid, syscall.SIGHUP)
-	poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
+	echotest.Poll(t, 5*time.Second, "no new daemon", func() bool { b, _ := os.ReadFile(childPID); return len(b) > 0 })
 	return pid, addr, childPID
 }
 
@@ -277,10 +278,10 @@ func slowReload(t *testing.T, dir string) (pid int, addr, childPID string) {
 func TestReloadSlowNewDaemon(t *testing.T) {
 	dir := t.TempDir()
 	pid, addr, _ := slowReload(t, dir)
-	mustEcho(t, dial(t, addr), []byte("served by the old daemon during the reload"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("served by the old daemon during the reload"))
 	os.Remove(filepath.Join(dir, "slow"))
 	next := awaitReload(t, dir, pid)
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	assertOnly(t, dir, next, addr)
 }
 
@@ -319,7 +320,7 @@ func TestReloadFailsAfterRotation(t *testing.T) {
 	if _, errOut, code := makeIn(t, dir, "stop"); code != 0 {
 		t.Errorf("make stop: exit %d, %s", code, errOut)
 	}
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	awaitLog(t, dir, "msg=stop")
 }
 
@@ -333,11 +334,11 @@ func TestReloadTwice(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGHUP)
 	os.Remove(filepath.Join(dir, "slow"))
 	var log []byte
-	poll(t, 15*time.Second, "not two reloads", func() bool {
+	echotest.Poll(t, 15*time.Second, "not two reloads", func() bool {
 		log, _ = os.ReadFile(filepath.Join(dir, "echod.log"))
 		return bytes.Count(log, []byte("msg=stop handed_over_to=")) == 2
 	})
-	assertOnly(t, dir, readPID(t, filepath.Join(dir, "echod.pid")), addr)
+	assertOnly(t, dir, echotest.ReadPID(t, filepath.Join(dir, "echod.pid")), addr)
 	if n := bytes.Count(log, []byte("msg=start")); n != 3 {
 		t.Errorf("%d starts in the log, want three:\n%s", n, log)
 	}
@@ -351,12 +352,12 @@ func TestReloadThenStop(t *testing.T) {
 		dir := t.TempDir()
 		pid, _, childPID := slowReload(t, dir)
 		syscall.Kill(pid, syscall.SIGTERM)
-		waitGone(t, pid)
-		waitGone(t, readPID(t, childPID))
+		echotest.WaitGone(t, pid)
+		echotest.WaitGone(t, echotest.ReadPID(t, childPID))
 		if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
 			t.Error("PID file left, naming nobody")
 		}
-		if left := running(dir); len(left) > 0 {
+		if left := echotest.Running(dir); len(left) > 0 {
 			t.Errorf("left running: %v", left)
 		}
 	})
@@ -365,10 +366,10 @@ func TestReloadThenStop(t *testing.T) {
 		pid, addr := launchDaemon(t, dir)
 		syscall.Kill(pid, syscall.SIGHUP)
 		syscall.Kill(pid, syscall.SIGTERM)
-		waitGone(t, pid)
+		echotest.WaitGone(t, pid)
 		b, err := os.ReadFile(filepath.Join(dir, "echod.pid"))
 		if err != nil {
-			if left := running(dir); len(left) > 0 {
+			if left := echotest.Running(dir); len(left) > 0 {
 				t.Errorf("PID file gone, but %v run", left)
 			}
 			return
@@ -390,7 +391,7 @@ func TestReloadStopPending(t *testing.T) {
 			pid, _, childPID := slowReload(t, dir)
 			syscall.Kill(pid, syscall.SIGSTOP)
 			os.Remove(filepath.Join(dir, "slow"))
-			child := readPID(t, childPID)
+			child := echotest.ReadPID(t, childPID)
 			awaitLog(t, dir, fmt.Sprintf("pid=%d", child)) // its start line: it has written "ready"
 			syscall.Kill(pid, syscall.SIGTERM)
 			syscall.Kill(pid, syscall.SIGCONT)
@@ -400,15 +401,15 @@ func TestReloadStopPending(t *testing.T) {
 					t.Logf("log:\n%s", b)
 				}
 			})
-			waitGone(t, pid)
-			waitGone(t, child)
+			echotest.WaitGone(t, pid)
+			echotest.WaitGone(t, child)
 			if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
 				t.Error("PID file left behind")
 			}
 			if log := awaitLog(t, dir, "msg=stop"); strings.Contains(log, "serving on") {
 				t.Errorf("the log says the old daemon serves on:\n%s", log)
 			}
-			if left := running(dir); len(left) > 0 {
+			if left := echotest.Running(dir); len(left) > 0 {
 				t.Errorf("left running: %v", left)
 			}
 		})
@@ -426,7 +427,7 @@ func TestMakeReload(t *testing.T) {
 	pid, addr := startFrom(t, dir, exe, "-log", "run/echod.log", "-pidfile", "run/echod.pid")
 	reload := []string{"reload", "PIDFILE=run/echod.pid", "LOG=run/echod.log"}
 	out, errOut, code := makeIn(t, dir, reload...)
-	next := readPID(t, filepath.Join(run, "echod.pid"))
+	next := echotest.ReadPID(t, filepath.Join(run, "echod.pid"))
 	if want := fmt.Sprintf("echod: reloaded: pid %d, now %d\n", pid, next); code != 0 || out != want {
 		t.Errorf("make reload: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}

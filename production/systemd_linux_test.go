@@ -1,6 +1,7 @@
 package main
 
 import (
+	"echod/internal/echotest"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -76,11 +77,11 @@ func TestNotifyForeground(t *testing.T) {
 			n := listenNotify(t, addr)
 			cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+addr)
-			s := start(t, cmd)
-			pid := s.cmd.Process.Pid
+			s := echotest.Start(t, cmd)
+			pid := s.Cmd.Process.Pid
 			n.expect(t, 10*time.Second, pid, fmt.Sprintf("READY=1\nMAINPID=%d", pid))
-			mustEcho(t, dial(t, s.addr), []byte("ready means serving"))
-			s.stop(t, 5*time.Second)
+			echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("ready means serving"))
+			s.Stop(t, 5*time.Second)
 			n.expect(t, time.Second, pid, "STOPPING=1")
 		})
 	}
@@ -130,11 +131,11 @@ func TestNotifyDaemon(t *testing.T) {
 func TestNotifyFails(t *testing.T) {
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=@echod-test-nobody-listens")
-	s := start(t, cmd)
-	mustEcho(t, dial(t, s.addr), []byte("serving without a service manager"))
-	s.stop(t, 5*time.Second)
-	if n := strings.Count(s.log(), "msg=sd_notify"); n != 1 {
-		t.Errorf("%d sd_notify failures logged, want 1:\n%s", n, s.log())
+	s := echotest.Start(t, cmd)
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("serving without a service manager"))
+	s.Stop(t, 5*time.Second)
+	if n := strings.Count(s.Log(), "msg=sd_notify"); n != 1 {
+		t.Errorf("%d sd_notify failures logged, want 1:\n%s", n, s.Log())
 	}
 }
 
@@ -166,14 +167,14 @@ func TestNotifyBlocked(t *testing.T) {
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.addr)
 	begin := time.Now()
-	s := start(t, cmd)
+	s := echotest.Start(t, cmd)
 	if d := time.Since(begin); d > 3*time.Second {
 		t.Errorf("start-up took %v", d)
 	}
-	mustEcho(t, dial(t, s.addr), []byte("serving, though the manager does not read"))
-	s.stop(t, 5*time.Second)
-	if got := strings.Count(s.log(), "msg=sd_notify"); got != 1 {
-		t.Errorf("%d sd_notify failures logged, want 1:\n%s", got, s.log())
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("serving, though the manager does not read"))
+	s.Stop(t, 5*time.Second)
+	if got := strings.Count(s.Log(), "msg=sd_notify"); got != 1 {
+		t.Errorf("%d sd_notify failures logged, want 1:\n%s", got, s.Log())
 	}
 }
 
@@ -191,21 +192,21 @@ func freePort(t *testing.T) string {
 // start-stop-daemon, which waits for READY=1: it returns 0 only once echod
 // serves, and fails when the port is taken, since READY=1 never comes.
 func TestStartStopDaemonNotify(t *testing.T) {
-	needTool(t, "start-stop-daemon", "dpkg")
+	echotest.NeedTool(t, "start-stop-daemon", "dpkg")
 	dir := t.TempDir()
-	cleanupDaemons(t, dir)
+	echotest.CleanupDaemons(t, dir)
 	ssd := func(addr, timeout string) (string, int) {
 		cmd := exec.Command("start-stop-daemon", "--start", "--background", "--notify-await", "--notify-timeout", timeout,
 			"--pidfile", filepath.Join(dir, "ssd.pid"), "--make-pidfile", "--exec", echodBin, "--",
 			"-foreground", "-addr", addr, "-log", filepath.Join(dir, "echod.log"))
-		_, errOut, code := runCmd(t, cmd)
+		_, errOut, code := echotest.RunCmd(t, cmd)
 		return errOut, code
 	}
 	addr := freePort(t)
 	if errOut, code := ssd(addr, "10"); code != 0 {
 		t.Fatalf("start-stop-daemon: exit %d, %s", code, errOut)
 	}
-	mustEcho(t, dial(t, addr), []byte("served when start-stop-daemon returned"))
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("served when start-stop-daemon returned"))
 	os.Remove(filepath.Join(dir, "ssd.pid"))
 	if errOut, code := ssd(addr, "2"); code == 0 { // it notices only the timeout, not echod's exit
 		t.Errorf("start-stop-daemon on a taken port: exit 0, %s", errOut)
@@ -216,8 +217,8 @@ func TestStartStopDaemonNotify(t *testing.T) {
 // listen, which starts echod at the first connection and passes it the
 // socket as fd 3.
 func activate(t *testing.T, dir string, opts, listen []string, args ...string) *exec.Cmd {
-	needTool(t, "systemd-socket-activate", "systemd")
-	cleanupDaemons(t, dir)
+	echotest.NeedTool(t, "systemd-socket-activate", "systemd")
+	echotest.CleanupDaemons(t, dir)
 	argv := opts
 	for _, l := range listen {
 		argv = append(argv, "-l", l)
@@ -231,7 +232,7 @@ func activate(t *testing.T, dir string, opts, listen []string, args ...string) *
 // the connection that starts echod.
 func dialActivator(t *testing.T, addr string) *net.TCPConn {
 	var c net.Conn
-	poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
+	echotest.Poll(t, 5*time.Second, "systemd-socket-activate does not listen", func() bool {
 		var err error
 		c, err = net.Dial("tcp", addr)
 		return err == nil
@@ -255,7 +256,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
 	c := dialActivator(t, port)
-	mustEcho(t, c, []byte("the first connection, in the backlog while echod started"))
+	echotest.MustEcho(t, c, []byte("the first connection, in the backlog while echod started"))
 	if nc, err := net.Dial("tcp", other); err == nil {
 		nc.Close()
 		t.Errorf("echod bound -addr %s too", other)
@@ -288,11 +289,11 @@ func TestSocketActivationDaemon(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the activated parent did not exit")
 	}
-	mustEcho(t, c, []byte("served by the daemon"))
-	pid := readPID(t, filepath.Join(dir, "echod.pid"))
+	echotest.MustEcho(t, c, []byte("served by the daemon"))
+	pid := echotest.ReadPID(t, filepath.Join(dir, "echod.pid"))
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
-	waitGone(t, pid)
+	echotest.WaitGone(t, pid)
 	assertOnly(t, dir, next, port)
 }
 
@@ -337,7 +338,7 @@ func TestSocketActivationRefused(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
 			defer func() { cmd.Process.Kill(); <-done }()
-			poll(t, 10*time.Second, "echod did not refuse", func() bool {
+			echotest.Poll(t, 10*time.Second, "echod did not refuse", func() bool {
 				if c, err := net.Dial(tc.network, tc.listen[0]); err == nil { // wakes systemd-socket-activate, once it listens
 					c.Write([]byte("wake up"))
 					c.Close()
@@ -347,7 +348,7 @@ func TestSocketActivationRefused(t *testing.T) {
 			if tc.opts == nil || tc.opts[0] != "--accept" { // then echod is the process: it exits 1
 				select {
 				case err := <-done:
-					if exitCode(err) != 1 {
+					if echotest.ExitCode(err) != 1 {
 						t.Errorf("exit %v, want 1", err)
 					}
 					done <- err
@@ -373,11 +374,11 @@ func TestListenPIDForAnother(t *testing.T) {
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "LISTEN_PID="+strconv.Itoa(os.Getpid()), "LISTEN_FDS=1")
 	cmd.ExtraFiles = []*os.File{f}
-	s := start(t, cmd)
-	if s.addr == other.Addr().String() {
+	s := echotest.Start(t, cmd)
+	if s.Addr == other.Addr().String() {
 		t.Fatalf("echod took the socket meant for pid %d", os.Getpid())
 	}
-	mustEcho(t, dial(t, s.addr), []byte("bound its own"))
+	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("bound its own"))
 }
 
 var withSystemd = flag.Bool("systemd", false, "run TestSystemd, which boots systemd in a container (make test-systemd)")
@@ -519,7 +520,7 @@ SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec systemd-nspawn -D ` + root + ` --volatil
 			t.Errorf("mounts of %s left", root)
 		}
 	})
-	poll(t, 10*time.Second, "no systemd in the container:\n"+console.String(), func() bool {
+	echotest.Poll(t, 10*time.Second, "no systemd in the container:\n"+console.String(), func() bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", nspawn.Process.Pid, nspawn.Process.Pid))
 		c.leader, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", c.leader))
@@ -542,12 +543,12 @@ SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec systemd-nspawn -D ` + root + ` --volatil
 // readmeUnits returns the unit files that README.md shows: each is a code
 // block whose first line names its path, "# /etc/systemd/system/NAME".
 func readmeUnits(t *testing.T) map[string]string {
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	units := map[string]string{}
-	for _, block := range codeBlocks(string(b)) {
+	for _, block := range echotest.CodeBlocks(string(b)) {
 		if first, _, _ := strings.Cut(block, "\n"); strings.HasPrefix(first, "# /etc/systemd/system/") {
 			units[strings.Fields(first)[1]] = block
 		}
@@ -629,7 +630,7 @@ func testSystemd(t *testing.T, suite string) {
 		time.Sleep(200 * time.Millisecond) // clients before the reload
 		c.must(t, "systemctl reload "+unit)
 		var pid string
-		poll(t, 15*time.Second, "MainPID did not change", func() bool { pid = c.show(t, unit, "MainPID"); return pid != old && pid != "0" })
+		echotest.Poll(t, 15*time.Second, "MainPID did not change", func() bool { pid = c.show(t, unit, "MainPID"); return pid != old && pid != "0" })
 		time.Sleep(200 * time.Millisecond) // and after it
 		os.WriteFile(stop, nil, 0o644)
 		if err := loop.Wait(); err != nil {
@@ -706,14 +707,14 @@ func testSystemd(t *testing.T, suite string) {
 		}
 		t.Cleanup(func() { stuck.Process.Kill(); stuck.Wait() })
 		// The container's network is ours alone: its table holds our own sockets only.
-		poll(t, 10*time.Second, "the old daemon's Write never blocked", func() bool {
+		echotest.Poll(t, 10*time.Second, "the old daemon's Write never blocked", func() bool {
 			out, _ := c.sh(t, `awk '$2 ~ /:1F90$/ && ($5 "") > "00100000:"' /proc/net/tcp`)
 			return out != ""
 		})
 		c.must(t, "systemctl reload --no-block echod-daemon")
 		begin := time.Now()
 		var next string
-		poll(t, 15*time.Second, "no new daemon", func() bool {
+		echotest.Poll(t, 15*time.Second, "no new daemon", func() bool {
 			next, _ = c.sh(t, "cat /run/echod/echod.pid")
 			return next != "" && next != old
 		})

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"echod/internal/echotest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,7 +19,7 @@ func readmeParts(t *testing.T, path string) (commands, units, tests []string) {
 		t.Fatal(err)
 	}
 	comment := regexp.MustCompile(`\s{2,}#.*$`)
-	for _, block := range codeBlocks(string(b)) {
+	for _, block := range echotest.CodeBlocks(string(b)) {
 		if strings.HasPrefix(block, "# /etc/systemd/system/") {
 			units = append(units, block)
 		}
@@ -115,9 +117,11 @@ func TestReadmesAgree(t *testing.T) {
 		}
 	}
 	var code strings.Builder
-	for _, f := range must(os.ReadDir(".")) {
-		if strings.HasSuffix(f.Name(), "_test.go") {
-			code.Write(must(os.ReadFile(f.Name())))
+	for _, dir := range []string{".", "production"} { // each server's tests
+		for _, f := range must(os.ReadDir(dir)) {
+			if strings.HasSuffix(f.Name(), "_test.go") {
+				code.Write(must(os.ReadFile(filepath.Join(dir, f.Name()))))
+			}
 		}
 	}
 	for _, name := range enTests {
@@ -138,17 +142,6 @@ func headingLevels(md string) []string {
 		}
 	}
 	return levels
-}
-
-// codeBlocks returns the fenced code blocks of a Markdown text.
-func codeBlocks(md string) []string {
-	var blocks []string
-	parts := strings.Split(md, "\n```")
-	for i := 1; i < len(parts); i += 2 {
-		_, body, _ := strings.Cut(parts[i], "\n") // after the language
-		blocks = append(blocks, body+"\n")
-	}
-	return blocks
 }
 
 func at(s []string, i int) string {

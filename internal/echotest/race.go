@@ -1,6 +1,6 @@
 //go:build race
 
-package main
+package echotest
 
 import "os"
 
@@ -8,6 +8,6 @@ import "os"
 // are. A race stops them (exit 66, report on stderr or in the log), and they
 // skip the detector's one-second pause at exit.
 func init() {
-	buildFlags = append(buildFlags, "-race")
+	BuildFlags = append(BuildFlags, "-race")
 	os.Setenv("GORACE", "halt_on_error=1 atexit_sleep_ms=0")
 }

@@ -1,0 +1,154 @@
+package echotest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ProcStat returns the fields of /proc/PID/stat after the command name:
+// state, ppid, pgrp, session, tty_nr, ...
+func ProcStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := bytes.LastIndexByte(b, ')'); err == nil && i > 0 {
+		return strings.Fields(string(b[i+1:]))
+	}
+	return nil
+}
+
+// Alive reports whether pid still runs: a zombie (Z) has exited only once
+// its threads have all gone (num_threads 1), since a killed process's first
+// thread may be a zombie while the others still exit, holding its files and
+// its PID file's lock.
+func Alive(pid int) bool {
+	st := ProcStat(pid)
+	return st != nil && (st[0] != "Z" || st[17] != "1")
+}
+
+// WaitGone waits until pid has exited. Its parent may be gone, so it may
+// stay a zombie if this machine's init does not reap.
+func WaitGone(t testing.TB, pid int) {
+	t.Helper()
+	Poll(t, 10*time.Second, fmt.Sprintf("pid %d still running", pid), func() bool { return !Alive(pid) })
+}
+
+// Adopt makes this process adopt what its children leave running, so that
+// the tests find a daemon among their own processes (see Running).
+func Adopt() {
+	if _, _, err := syscall.RawSyscall(syscall.SYS_PRCTL, 36, 1, 0); err != 0 { // 36: PR_SET_CHILD_SUBREAPER
+		fmt.Fprintln(os.Stderr, "PR_SET_CHILD_SUBREAPER:", err)
+		os.Exit(1)
+	}
+}
+
+// Running lists the live processes whose command line or open files name
+// marker: a daemon holds its log and PID file open. It looks at the test's
+// own processes only, never at the machine's: this process is a subreaper
+// (see Adopt), so a daemon whose parent has exited is the test's child, not
+// init's.
+func Running(marker string) []int {
+	var found []int
+	for _, pid := range Descendants(os.Getpid()) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			link, _ := os.Readlink(fd)
+			b = append(append(b, 0), link...)
+		}
+		if bytes.Contains(b, []byte(marker)) && Alive(pid) {
+			found = append(found, pid)
+		}
+	}
+	return found
+}
+
+// Descendants lists pid's children, their children, and so on. A walk
+// misses a process that an exiting parent hands up to an ancestor already
+// read, so it walks until two walks agree (at most 10 times), and returns all
+// that any walk saw.
+func Descendants(pid int) []int {
+	var seen, last []int
+	for range 10 {
+		var walk []int
+		for next := []int{pid}; len(next) > 0; next = next[1:] {
+			tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", next[0])) // each thread's own
+			for _, f := range tasks {
+				b, _ := os.ReadFile(f)
+				for _, field := range strings.Fields(string(b)) {
+					child, _ := strconv.Atoi(field)
+					walk, next = append(walk, child), append(next, child)
+				}
+			}
+		}
+		slices.Sort(walk)
+		seen = append(seen, walk...)
+		if slices.Equal(walk, last) {
+			break
+		}
+		last = walk
+	}
+	slices.Sort(seen)
+	return slices.Compact(seen)
+}
+
+// CanList reports whether this kernel lists a process's children in /proc.
+var CanList = sync.OnceValue(func() bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d/children", os.Getpid(), os.Getpid()))
+	return err == nil
+})
+
+// CleanupDaemons kills, when the test ends, every process that names dir
+// (see Running): a daemon that the test started, and any that it started.
+func CleanupDaemons(t testing.TB, dir string) {
+	if !CanList() {
+		t.Skip("needs /proc/PID/task/TID/children (a kernel with CONFIG_PROC_CHILDREN), to find the daemons it starts")
+	}
+	t.Cleanup(func() {
+		for _, pid := range Running(dir) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			WaitGone(t, pid)
+		}
+	})
+}
+
+// AssertEmpty checks that a failed start left dir as it found it, empty,
+// and nothing running that names it.
+func AssertEmpty(t testing.TB, dir string) {
+	t.Helper()
+	if left := Running(dir); len(left) > 0 {
+		t.Errorf("left running: %v", left)
+	}
+	if files, _ := os.ReadDir(dir); len(files) > 0 {
+		t.Errorf("left in %s: %v", dir, files)
+	}
+}
+
+// ReadPID reads the pid in a PID file, failing the test if there is none.
+func ReadPID(t testing.TB, path string) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid == 0 {
+		t.Fatalf("PID file %s: %q, %v", path, b, err)
+	}
+	return pid
+}
+
+// SigMask reads a signal mask (SigIgn, SigCgt) from /proc/PID/status.
+func SigMask(t testing.TB, pid int, name string) uint64 {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	i := bytes.Index(status, []byte(name+":\t"))
+	if i < 0 {
+		t.Fatalf("no %s for pid %d", name, pid)
+	}
+	mask, _ := strconv.ParseUint(string(status[i+len(name)+2:i+len(name)+18]), 16, 64)
+	return mask
+}
