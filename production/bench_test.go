@@ -176,29 +176,13 @@ func startBenchServer(b *testing.B, kind string) (addr string, pid int) {
 	return strings.TrimSpace(line), cmd.Process.Pid
 }
 
-// cpuTime is the CPU time pid's threads have used so far, to the nanosecond
-// (/proc/PID/task/TID/schedstat).
-func cpuTime(t testing.TB, pid int) time.Duration {
-	paths, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var sum int64
-	for _, p := range paths {
-		s, _ := os.ReadFile(p)
-		ns, _ := strconv.ParseInt(strings.Fields(string(s) + " 0")[0], 10, 64)
-		sum += ns
-	}
-	if sum == 0 {
-		t.Fatalf("no CPU time for pid %d", pid)
-	}
-	return time.Duration(sum)
-}
-
 // measure runs work, which must do b.N operations, and reports the rate and
 // the server's CPU time per operation.
 func measure(b *testing.B, pid int, work func()) {
 	b.ResetTimer()
-	cpu0, t0 := cpuTime(b, pid), time.Now()
+	cpu0, t0 := echotest.CPUTime(b, pid), time.Now()
 	work()
-	elapsed, cpu := time.Since(t0), cpuTime(b, pid)-cpu0
+	elapsed, cpu := time.Since(t0), echotest.CPUTime(b, pid)-cpu0
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "server-ns/op")

@@ -28,26 +28,7 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 // address that the parent printed.
 func launchDaemon(t *testing.T, dir string, args ...string) (pid int, addr string) {
 	t.Helper()
-	return startFrom(t, dir, echodBin, args...)
-}
-
-// startFrom starts the daemon from exe, run in dir, and returns the pid and
-// address that the parent printed. A start takes well under a second here; a
-// parent that waited for its bound (10s) instead of the daemon's word fails.
-func startFrom(t *testing.T, dir, exe string, args ...string) (pid int, addr string) {
-	t.Helper()
-	echotest.CleanupDaemons(t, dir)
-	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Dir = dir
-	begin := time.Now()
-	out, errOut, code := echotest.RunCmd(t, cmd)
-	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
-		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
-	}
-	if d := time.Since(begin); d > 3*time.Second {
-		t.Errorf("the start took %v", d)
-	}
-	return pid, addr
+	return echotest.StartDaemon(t, dir, echodBin, args...)
 }
 
 func init() { adopt = echotest.Adopt }
@@ -501,18 +482,11 @@ func TestLockPIDFollowsRemoval(t *testing.T) {
 	}
 }
 
-// makeIn runs make with args, targets and variables, in dir, where echod.pid
-// is unless PIDFILE says otherwise. The targets that signal a daemon use
-// flock and ps.
+// makeIn runs production's make with args, targets and variables, in dir,
+// where echod.pid is unless PIDFILE says otherwise.
 func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	echotest.NeedTool(t, "make", "make")
-	echotest.NeedTool(t, "flock", "util-linux")
-	echotest.NeedTool(t, "ps", "procps")
 	wd, _ := os.Getwd()
-	cmd := exec.Command("make", append([]string{"-s", "-f", filepath.Join(wd, "Makefile")}, args...)...)
-	cmd.Dir = dir
-	return echotest.RunCmd(t, cmd)
+	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, args...)
 }
 
 // TestMakeRefusesStalePIDFile puts a stranger's pid in echod.pid, as a

@@ -90,7 +90,7 @@ func TestReloadDuringReload(t *testing.T) {
 // goes with it; once the daemon stops, the port is free.
 func TestReloadFailsWithChildren(t *testing.T) {
 	dir := t.TempDir()
-	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 	script := "#!/bin/sh\nsleep 60 4>&- &\necho $! > %s\nexit 3\n" // 4>&-: the socket pair, or we would wait 10s
 	installScript(t, dir, fmt.Sprintf(script, filepath.Join(dir, "child.pid")))
 	syscall.Kill(pid, syscall.SIGHUP)
@@ -136,7 +136,7 @@ func TestReloadNoGrace(t *testing.T) {
 func TestReloadOutOfDescriptors(t *testing.T) {
 	echotest.NeedTool(t, "prlimit", "util-linux")
 	dir := t.TempDir()
-	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 	conns := make([]*net.TCPConn, 30)
 	for i := range conns {
 		if conns[i] = echotest.Dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
@@ -235,7 +235,7 @@ func TestDaemonBareName(t *testing.T) {
 func TestReloadBinaryGoneThenBack(t *testing.T) {
 	dir := t.TempDir()
 	exe := installEchod(t, dir, echodBin, 0o755)
-	pid, addr := startFrom(t, dir, exe)
+	pid, addr := echotest.StartDaemon(t, dir, exe)
 	os.Remove(exe)
 	next := reloadOnce(t, dir, pid)
 	installEchod(t, dir, plainBin, 0o755)
@@ -256,7 +256,7 @@ func TestReloadStartDirGone(t *testing.T) {
 	echotest.CleanupDaemons(t, dir)
 	start := filepath.Join(dir, "start")
 	os.Mkdir(start, 0o755)
-	pid, addr := startFrom(t, start, echodBin, "-log", "../echod.log", "-pidfile", "../echod.pid")
+	pid, addr := echotest.StartDaemon(t, start, echodBin, "-log", "../echod.log", "-pidfile", "../echod.pid")
 	os.Remove(start)
 	next := reloadOnce(t, dir, pid)
 	assertOnly(t, dir, next, addr)
@@ -329,7 +329,7 @@ func TestReloadStopDuringStart(t *testing.T) {
 	n := fullNotify(t)
 	dir := t.TempDir()
 	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nNOTIFY_SOCKET=%s exec %s \"$@\"\n", n.addr, echodBin))
-	pid, addr := startFrom(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")
+	pid, addr := echotest.StartDaemon(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")
 	if err := roundTrip(echotest.Dial(t, addr), []byte("open")); err != nil {
 		t.Fatal(err)
 	}

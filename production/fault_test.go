@@ -64,34 +64,7 @@ func startPlain(t testing.TB, pre []string, args ...string) *echotest.Proc {
 // flooding its log, and serve again once the clients leave.
 func TestOutOfDescriptors(t *testing.T) {
 	echotest.NeedTool(t, "prlimit", "util-linux")
-	s := startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16")
-	pid := s.Cmd.Process.Pid
-	var clients []*net.TCPConn
-	for range 60 {
-		clients = append(clients, echotest.Dial(t, s.Addr))
-	}
-	echotest.Poll(t, 5*time.Second, "no EMFILE logged", func() bool { return strings.Contains(s.Log(), "too many open files") })
-	before := cpuTime(t, pid)
-	time.Sleep(2 * time.Second) // a window to measure, not to wait for something
-	used := cpuTime(t, pid) - before
-	t.Logf("out of descriptors: %v of CPU in 2 s, log %d bytes", used, len(s.Log()))
-	if used > 200*time.Millisecond {
-		t.Errorf("%v of CPU in 2 s while out of descriptors: spinning", used)
-	}
-	if n := len(s.Log()); n > 4<<10 {
-		t.Errorf("log grew to %d bytes", n)
-	}
-	for _, c := range clients {
-		c.Close()
-	}
-	c := echotest.Dial(t, s.Addr)
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	echotest.MustEcho(t, c, []byte("served again"))
-	select {
-	case <-s.Done:
-		t.Fatalf("echod exited: %v", s.Err)
-	default:
-	}
+	echotest.OutOfDescriptors(t, startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16"))
 }
 
 // TestFlood connects 3000 clients at once to 16 workers: memory stays flat,
@@ -174,9 +147,9 @@ func TestIdleCostsNothing(t *testing.T) {
 	s := startPlain(t, nil)
 	pid := s.Cmd.Process.Pid
 	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("warm up"))
-	before := cpuTime(t, pid)
+	before := echotest.CPUTime(t, pid)
 	time.Sleep(3 * time.Second) // a window to measure
-	used := cpuTime(t, pid) - before
+	used := echotest.CPUTime(t, pid) - before
 	t.Logf("at rest: %v of CPU in 3 s", used)
 	if used > 20*time.Millisecond {
 		t.Errorf("%v of CPU in 3 s at rest", used)

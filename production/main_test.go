@@ -1,25 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"echod/internal/echotest"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
 var (
-	echodBin   string // built once by TestMain, with the race detector if the tests have it
-	clientBin  string
-	plainBin   string // echod without the race detector, for measuring CPU and memory
+	echodBin  string // built once by TestMain, with the race detector if the tests have it
+	clientBin string
+	plainBin  string // echod without the race detector, for measuring CPU and memory
 )
 
 // standIn, where set, runs this process as a stand-in for another program if
@@ -68,85 +65,15 @@ func startServer(t testing.TB, args ...string) *echotest.Proc {
 	return echotest.Start(t, cmd)
 }
 
-func TestEchoBinary(t *testing.T) {
-	s := startServer(t)
-	var all []byte
-	for i := range 512 {
-		all = append(all, byte(i)) // every byte value, NUL included, twice
-	}
-	echotest.MustEcho(t, echotest.Dial(t, s.Addr), all)
-}
+func TestEchoBinary(t *testing.T) { echotest.EchoBinary(t, startServer) }
 
-func TestEchoLargeStream(t *testing.T) {
-	s := startServer(t)
-	echotest.MustEcho(t, echotest.Dial(t, s.Addr), echotest.Random(8<<20)) // far more than the socket buffers: echoed while streaming
-}
+func TestEchoLargeStream(t *testing.T) { echotest.EchoLargeStream(t, startServer) }
 
-func TestEchoHalfClose(t *testing.T) {
-	s := startServer(t)
-	c := echotest.Dial(t, s.Addr)
-	c.Write([]byte("before FIN"))
-	c.CloseWrite()
-	got, err := io.ReadAll(c) // the server echoes what is pending, then closes
-	if err != nil || string(got) != "before FIN" {
-		t.Fatalf("got %q, %v", got, err)
-	}
-}
+func TestEchoHalfClose(t *testing.T) { echotest.EchoHalfClose(t, startServer) }
 
-// TestMoreClientsThanWorkers connects 40 clients to 2 workers and a queue of 1.
-// The rest wait in the listen backlog: each connect completes at once, where a
-// backlog of 10, as in the post, keeps 11 and makes the 12th resend its SYN a
-// second later. Then every client is served.
-func TestMoreClientsThanWorkers(t *testing.T) {
-	s := startServer(t, "-workers", "2", "-queue", "1")
-	var conns []*net.TCPConn
-	begin := time.Now()
-	for range 40 {
-		conns = append(conns, echotest.Dial(t, s.Addr))
-	}
-	if d := time.Since(begin); d > 900*time.Millisecond {
-		t.Errorf("40 connects took %v; a full backlog makes a client wait 1s", d)
-	}
-	var wg sync.WaitGroup
-	for _, c := range conns {
-		wg.Go(func() { echotest.MustEcho(t, c, echotest.Random(64<<10)) })
-	}
-	wg.Wait()
-}
+func TestMoreClientsThanWorkers(t *testing.T) { echotest.MoreClientsThanWorkers(t, startServer) }
 
-// TestIdleFreesWorker holds both workers with clients that never send, then
-// with clients that never read, and expects the next client to be served
-// once -idle has passed, and not much later.
-func TestIdleFreesWorker(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		hold func(c *net.TCPConn)
-	}{
-		{"silent", func(c *net.TCPConn) {}},
-		{"never reads", func(c *net.TCPConn) { go c.Write(make([]byte, 16<<20)) }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := startServer(t, "-workers", "2", "-queue", "1", "-idle", "500ms")
-			holders := []*net.TCPConn{echotest.Dial(t, s.Addr), echotest.Dial(t, s.Addr)}
-			for _, h := range holders {
-				tc.hold(h)
-			}
-			begin := time.Now()
-			c := echotest.Dial(t, s.Addr)
-			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
-			echotest.MustEcho(t, c, []byte("served"))
-			if d := time.Since(begin); d < 400*time.Millisecond || d > 2*time.Second {
-				t.Errorf("served after %v, want about -idle (500ms)", d)
-			}
-			for _, h := range holders {
-				h.SetReadDeadline(time.Now().Add(5 * time.Second))
-				if _, err := io.Copy(io.Discard, h); echotest.IsTimeout(err) {
-					t.Error("an idle connection was not closed")
-				}
-			}
-		})
-	}
-}
+func TestIdleFreesWorker(t *testing.T) { echotest.IdleFreesWorker(t, startServer) }
 
 // TestIdleKeepsActiveConnection keeps a connection busy for three times
 // -idle, and past -grace: it must survive, since the idle deadline moves with
@@ -305,24 +232,4 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestEchoWithTools talks to echod with the tools a user would: socat and
-// nc send every byte of their input, half-close, and print the echo.
-func TestEchoWithTools(t *testing.T) {
-	s := startServer(t)
-	host, port, _ := net.SplitHostPort(s.Addr)
-	data := echotest.Random(1 << 20)
-	for _, tc := range []struct {
-		pkg  string
-		argv []string
-	}{{"socat", []string{"socat", "-t", "10", "-", "TCP:" + s.Addr}}, {"netcat-openbsd", []string{"nc", "-N", host, port}}} {
-		t.Run(tc.argv[0], func(t *testing.T) {
-			echotest.NeedTool(t, tc.argv[0], tc.pkg)
-			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
-			cmd.Stdin = bytes.NewReader(data)
-			out, errOut, code := echotest.RunCmd(t, cmd)
-			if code != 0 || out != string(data) {
-				t.Errorf("exit %d, stderr %q, %d of %d bytes back, equal: %v", code, errOut, len(out), len(data), out == string(data))
-			}
-		})
-	}
-}
+func TestEchoWithTools(t *testing.T) { echotest.EchoWithTools(t, startServer) }

@@ -302,7 +302,7 @@ func TestMoveQueued(t *testing.T) {
 // (a binary that exits 3): nothing moves, and they go on with the old daemon.
 func TestMoveFailedReload(t *testing.T) {
 	dir := t.TempDir()
-	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 	conns := []*net.TCPConn{echotest.Dial(t, addr), echotest.Dial(t, addr)}
 	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	syscall.Kill(pid, syscall.SIGHUP)
@@ -448,7 +448,7 @@ func TestMoveToDeadEnd(t *testing.T) {
 		t.Run(end, func(t *testing.T) {
 			t.Parallel() // the hung one waits out the socket pair's bound
 			dir := t.TempDir()
-			pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755), "-grace", "1s", "-workers", "600")
+			pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755), "-grace", "1s", "-workers", "600")
 			conns := make([]*net.TCPConn, 600)
 			for i := range conns {
 				if conns[i] = echotest.Dial(t, addr); roundTrip(conns[i], []byte("open")) != nil {
@@ -488,7 +488,7 @@ func TestReloadCost(t *testing.T) {
 		t.Skip("-reloadcost not given")
 	}
 	dir := t.TempDir()
-	pid, addr := startFrom(t, dir, installEchod(t, dir, plainBin, 0o755))
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, plainBin, 0o755))
 	conns := make([]*net.TCPConn, 16)
 	for i := range conns {
 		conns[i] = echotest.Dial(t, addr)

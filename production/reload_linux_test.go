@@ -201,7 +201,7 @@ func installScript(t *testing.T, dir, script string) {
 // reloads: the new daemon runs the new file.
 func TestReloadUpgrade(t *testing.T) {
 	dir := t.TempDir()
-	pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 	exe := installEchod(t, dir, plainBin, 0o755) // another build: without the race detector
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
@@ -229,7 +229,7 @@ func TestReloadFails(t *testing.T) {
 				t.Parallel() // it waits the 10s
 			}
 			dir := t.TempDir()
-			pid, addr := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+			pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 			if tc.script != "" {
 				installScript(t, dir, tc.script)
 			} else {
@@ -250,7 +250,7 @@ func TestReloadFails(t *testing.T) {
 func TestReloadBinaryGone(t *testing.T) {
 	dir := t.TempDir()
 	exe := installEchod(t, dir, echodBin, 0o755)
-	pid, addr := startFrom(t, dir, exe)
+	pid, addr := echotest.StartDaemon(t, dir, exe)
 	os.Remove(exe)
 	syscall.Kill(pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, pid)
@@ -264,7 +264,7 @@ func TestReloadBinaryGone(t *testing.T) {
 func slowReload(t *testing.T, dir string) (pid int, addr, childPID string) {
 	t.Helper()
 	exe, childPID := slowStart(t, dir, "while [ -e slow ]; do sleep 0.01; done")
-	pid, addr = startFrom(t, dir, exe)
+	pid, addr = echotest.StartDaemon(t, dir, exe)
 	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
 	os.Remove(childPID)
 	syscall.Kill(pid, syscall.SIGHUP)
@@ -309,7 +309,7 @@ func TestReloadLogRotation(t *testing.T) {
 func TestReloadFailsAfterRotation(t *testing.T) {
 	dir := t.TempDir()
 	exe := installEchod(t, dir, echodBin, 0o755)
-	pid, _ := startFrom(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
+	pid, _ := echotest.StartDaemon(t, dir, exe, "-log", "echod.log", "-pidfile", "echod.pid")
 	os.Rename(filepath.Join(dir, "echod.log"), filepath.Join(dir, "echod.log.1"))
 	installScript(t, dir, "#!/bin/sh\nexit 3\n")
 	begin := time.Now()
@@ -424,7 +424,7 @@ func TestMakeReload(t *testing.T) {
 	run := filepath.Join(dir, "run")
 	os.Mkdir(run, 0o755)
 	exe := installEchod(t, dir, echodBin, 0o755)
-	pid, addr := startFrom(t, dir, exe, "-log", "run/echod.log", "-pidfile", "run/echod.pid")
+	pid, addr := echotest.StartDaemon(t, dir, exe, "-log", "run/echod.log", "-pidfile", "run/echod.pid")
 	reload := []string{"reload", "PIDFILE=run/echod.pid", "LOG=run/echod.log"}
 	out, errOut, code := makeIn(t, dir, reload...)
 	next := echotest.ReadPID(t, filepath.Join(run, "echod.pid"))

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -103,7 +102,7 @@ func TestNotifyDaemon(t *testing.T) {
 	dir := t.TempDir()
 	n := listenNotify(t, fmt.Sprintf("@echod-test-%d", rand.Uint64()))
 	t.Setenv("NOTIFY_SOCKET", n.addr)
-	pid, _ := startFrom(t, dir, installEchod(t, dir, echodBin, 0o755))
+	pid, _ := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755))
 	n.expect(t, 100*time.Millisecond, pid, fmt.Sprintf("READY=1\nMAINPID=%d", pid)) // already queued
 
 	before := monotonicUsec()
@@ -297,24 +296,6 @@ func TestSocketActivationDaemon(t *testing.T) {
 	assertOnly(t, dir, next, port)
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSocketActivationRefused gives echod two sockets, a UDP socket, and an
 // accepted connection (Accept=yes in a .socket unit): it takes exactly one
 // listening TCP socket, and says so.
@@ -330,7 +311,7 @@ func TestSocketActivationRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := activate(t, t.TempDir(), tc.opts, tc.listen, "-foreground")
-			var errOut syncBuffer
+			var errOut echotest.SyncBuffer
 			cmd.Stderr = &errOut
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

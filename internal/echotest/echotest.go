@@ -222,6 +222,24 @@ func ExitCode(err error) int {
 	return 0
 }
 
+// SyncBuffer collects a process's output while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // CodeBlocks returns the fenced code blocks of a Markdown text.
 func CodeBlocks(md string) []string {
 	var blocks []string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -151,4 +152,36 @@ func SigMask(t testing.TB, pid int, name string) uint64 {
 	}
 	mask, _ := strconv.ParseUint(string(status[i+len(name)+2:i+len(name)+18]), 16, 64)
 	return mask
+}
+
+// StartDaemon starts the daemon from exe, run in dir, and returns the pid
+// and address that the parent printed. A start takes well under a second
+// here; a parent that waited for its bound (10s) instead of the daemon's
+// word fails.
+func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr string) {
+	t.Helper()
+	CleanupDaemons(t, dir)
+	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir = dir
+	begin := time.Now()
+	out, errOut, code := RunCmd(t, cmd)
+	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	if d := time.Since(begin); d > 3*time.Second {
+		t.Errorf("the start took %v", d)
+	}
+	return pid, addr
+}
+
+// Make runs make with makefile, targets and variables, in dir. The targets
+// that signal a daemon use flock and ps.
+func Make(t testing.TB, makefile, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	NeedTool(t, "make", "make")
+	NeedTool(t, "flock", "util-linux")
+	NeedTool(t, "ps", "procps")
+	cmd := exec.Command("make", append([]string{"-s", "-f", makefile}, args...)...)
+	cmd.Dir = dir
+	return RunCmd(t, cmd)
 }

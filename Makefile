@@ -1,0 +1,63 @@
+# echod, the post's server: `make run` starts the daemon, with echod.log and
+# echod.pid in this directory; `make ps` shows it beside your shell, and
+# `make stop` stops it. Another one: make run stop ADDR=127.0.0.1:8081 PIDFILE=/tmp/b.pid LOG=/tmp/b.log
+# production/ has its own: make -C production run, reload, stop, ps.
+GO ?= go
+ADDR ?= 127.0.0.1:8080
+PIDFILE ?= echod.pid
+LOG ?= echod.log
+
+.PHONY: all run stop ps client test bench soak fuzz test-systemd
+all: bin/echod bin/client
+
+bin/echod: go.mod $(wildcard *.go)
+	$(GO) build -o $@ .
+
+bin/client: go.mod $(wildcard client/*.go)
+	$(GO) build -o $@ ./client
+
+run: bin/echod
+	./bin/echod -addr "$(ADDR)" -log "$(LOG)" -pidfile "$(PIDFILE)"
+
+# A daemon holds its PID file's lock while it runs. After a crash the file
+# names a dead daemon, and in time a stranger with its pid, so make signals a
+# pid only while its file is locked (9< opens it without creating it), and
+# refuses if it cannot tell.
+DAEMON = for tool in flock:util-linux ps:procps; do command -v $${tool%:*} >/dev/null || \
+	  { echo "echod: make $@ needs $${tool%:*} (apt-get install $${tool\#*:})" >&2; exit 1; }; done; \
+	test -e "$(PIDFILE)" || { echo "echod: not running (no $(PIDFILE))" >&2; exit 1; }; \
+	if flock -n 9 9<"$(PIDFILE)"; then echo "echod: not running (stale $(PIDFILE))" >&2; exit 1; fi; \
+	pid=$$(cat "$(PIDFILE)")
+
+# Waits until the daemon has exited: a zombie (Z) has once its threads have
+# all gone (nlwp 1); until then they hold its files, and its PID file's lock.
+stop:
+	@$(DAEMON); kill $$pid; \
+	for i in $$(seq 100); do case "$$(ps -o stat=,nlwp= -p $$pid | tr -s ' ')" in ""|Z*" 1") exit 0;; esac; sleep 0.1; done; \
+	echo "echod: pid $$pid still running after 10s" >&2; exit 1
+
+# The daemon beside the shell you typed `make ps` in (make's parent).
+ps:
+	@$(DAEMON); ps -o pid,ppid,pgid,sid,tty,stat,args -p "$$pid" -p "$$(ps -o ppid= -p $$PPID | tr -d " ")"
+
+client: bin/client
+	@addr="$(ADDR)"; ./bin/client "$${addr%:*}" "$${addr##*:}"
+
+# -race where the race detector can run: it needs cgo, and cgo a C compiler.
+# Elsewhere nothing, and one line on stderr that says why.
+RACE = $$(cc=$$($(GO) env CC); \
+	if ! command -v "$${cc%% *}" >/dev/null; then echo "make $@: no C compiler ($$cc): running without the race detector" >&2; \
+	elif [ "$$($(GO) env CGO_ENABLED)" != 1 ]; then echo "make $@: CGO_ENABLED=0: running without the race detector" >&2; \
+	else echo -race; fi)
+
+# Both servers' tests; go vet for the other Unixes too: the client and
+# -foreground run there.
+test:
+	$(GO) vet ./...
+	GOOS=darwin $(GO) vet ./...
+	GOOS=freebsd $(GO) vet ./...
+	@race=$(RACE); echo "$(GO) test $${race:+$$race }./..."; $(GO) test $$race ./...
+
+# Production's alone: see production/Makefile.
+bench soak fuzz test-systemd:
+	$(MAKE) -C production $@

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"echod/internal/echotest"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func init() { adopt = echotest.Adopt }
+
+// runEchod runs echod, the daemon's parent, in dir, and returns what it printed.
+func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Dir, cmd.ExtraFiles = dir, extra
+	echotest.CleanupDaemons(t, dir)
+	return echotest.RunCmd(t, cmd)
+}
+
+// TestDaemon checks the post's four steps on the running daemon through
+// /proc, and that SIGHUP leaves it serving and SIGTERM stops it.
+func TestDaemon(t *testing.T) {
+	dir, work := t.TempDir(), t.TempDir()
+	pid, addr := echotest.StartDaemon(t, dir, echodBin, "-dir", work) // -log, -pidfile: in dir
+	st, self := echotest.ProcStat(pid), echotest.ProcStat(os.Getpid())
+	if st[3] != strconv.Itoa(pid) || st[3] == self[3] { // ② its own session
+		t.Errorf("session %s, want its own (%d); the test's is %s", st[3], pid, self[3])
+	}
+	if st[2] != strconv.Itoa(pid) || st[2] == self[2] {
+		t.Errorf("process group %s, want its own (%d); the test's is %s", st[2], pid, self[2])
+	}
+	if st[1] != strconv.Itoa(os.Getpid()) { // the test is a subreaper (see adopt)
+		t.Errorf("ppid %s, want the test's (%d): its parent has exited", st[1], os.Getpid())
+	}
+	link := func(name string) string { l, _ := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name)); return l }
+	for name, want := range map[string]string{ // ③ and ④
+		"cwd": work, "fd/0": "/dev/null", "fd/1": "/dev/null", "fd/2": filepath.Join(dir, "echod.log"),
+	} {
+		if got := link(name); got != want {
+			t.Errorf("%s -> %q, want %q", name, got, want)
+		}
+	}
+	if got := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); got != pid {
+		t.Errorf("PID file holds %d, the parent printed %d", got, pid)
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); string(comm) != "echod\n" {
+		t.Errorf("comm %q, want echod", comm)
+	}
+
+	// ① SIGPIPE, SIGHUP and the job-control stops are ignored (bit sig-1).
+	ign := echotest.SigMask(t, pid, "SigIgn")
+	for _, sig := range []syscall.Signal{syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU} {
+		if ign&(1<<(sig-1)) == 0 {
+			t.Errorf("%v is not ignored (SigIgn %016x)", sig, ign)
+		}
+	}
+	syscall.Kill(pid, syscall.SIGHUP)
+	echotest.MustEcho(t, echotest.Dial(t, addr), []byte("a daemon, after a SIGHUP"))
+
+	syscall.Kill(pid, syscall.SIGTERM)
+	echotest.WaitGone(t, pid)
+	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); !os.IsNotExist(err) {
+		t.Errorf("PID file left after SIGTERM: %v", err)
+	}
+	if log, _ := os.ReadFile(filepath.Join(dir, "echod.log")); !bytes.Contains(log, []byte("msg=stop")) {
+		t.Errorf("no stop line in the log:\n%s", log)
+	}
+}
+
+// TestDaemonLeavesTerminal starts echod from a terminal, as a user would,
+// with script(1). While the shell that started it still holds the terminal,
+// the daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
+func TestDaemonLeavesTerminal(t *testing.T) {
+	echotest.NeedTool(t, "script", "bsdutils")
+	dir := t.TempDir()
+	echotest.CleanupDaemons(t, dir)
+	sh := "tty && " + echodBin + ` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`
+	cmd := exec.Command("script", "-qec", sh, "/dev/null")
+	cmd.Dir = dir
+	out, errOut, code := echotest.RunCmd(t, cmd)
+	var tty, ttyNr string
+	var pid int
+	format := "%s\r\nechod: daemon pid %d listening on %s (log %s\r\n%s"
+	if _, err := fmt.Sscanf(out, format, &tty, &pid, new(string), new(string), &ttyNr); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	if !strings.HasPrefix(tty, "/dev/pts/") {
+		t.Fatalf("the parent had no terminal: tty said %q", tty)
+	}
+	if ttyNr != "0" {
+		t.Errorf("the daemon has a controlling terminal: tty_nr %s", ttyNr)
+	}
+}
+
+// TestDaemonLeaksNoDescriptor starts echod with an inherited pipe that is
+// not close-on-exec, as shells leave them: the daemon must not keep it open.
+func TestDaemonLeaksNoDescriptor(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	extra := []*os.File{nil, nil, nil, nil, nil, nil, w} // fd 9, above what echod passes on
+	out, errOut, code := runEchod(t, t.TempDir(), extra)
+	w.Close()
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(r); err != nil {
+		t.Fatalf("the daemon holds our pipe open: %v", err)
+	}
+}
+
+// TestDaemonStartFails covers failures in the parent and in the daemon:
+// exit 1, one line on stderr that names the problem, nothing left running,
+// and no file left that was not there before.
+func TestDaemonStartFails(t *testing.T) {
+	taken := startServer(t).Addr
+	notDir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notDir, nil, 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"port taken", []string{"-addr", taken}, "address already in use"},
+		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file"},
+		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
+		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
+		{"PID file a device", []string{"-pidfile", "/dev/full"}, "-pidfile /dev/full: not a regular file"},
+		{"PID file cannot be written", []string{"-pidfile", "/proc/version"}, "/proc/version"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			_, errOut, code := runEchod(t, dir, nil, tc.args...)
+			if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, tc.want) ||
+				strings.Count(errOut, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want 1 and one line with %q", code, errOut, tc.want)
+			}
+			echotest.AssertEmpty(t, dir)
+		})
+	}
+}
+
+// TestDaemonDiesInStartUp fills the disk under the PID file (prlimit
+// --fsize), so that the daemon cannot write its pid: it says why, its parent
+// prints it and exits 1, and the files it made are gone.
+func TestDaemonDiesInStartUp(t *testing.T) {
+	echotest.NeedTool(t, "prlimit", "util-linux")
+	dir := t.TempDir()
+	echotest.CleanupDaemons(t, dir)
+	cmd := exec.Command("prlimit", "--fsize=2", echodBin, "-addr", "127.0.0.1:0")
+	cmd.Dir = dir
+	_, errOut, code := echotest.RunCmd(t, cmd)
+	if code != 1 || !strings.HasPrefix(errOut, "echod: ") || !strings.Contains(errOut, "file too large") {
+		t.Errorf("exit %d, stderr %q; want 1 and the reason", code, errOut)
+	}
+	echotest.AssertEmpty(t, dir)
+}
+
+// TestPIDFile starts a second echod on the same PID file, which is refused
+// and names the first; then one over a stale file that names a live
+// stranger, as a crashed daemon's does once its pid is reused.
+func TestPIDFile(t *testing.T) {
+	dir := t.TempDir()
+	pid, _ := echotest.StartDaemon(t, dir, echodBin)
+	_, errOut, code := runEchod(t, dir, nil)
+	if want := fmt.Sprintf("echod: already running as pid %d (", pid); code != 1 || !strings.HasPrefix(errOut, want) {
+		t.Errorf("second start: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	echotest.WaitGone(t, pid)
+
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stranger.Process.Kill(); stranger.Wait() }()
+	pidfile := filepath.Join(dir, "echod.pid")
+	os.WriteFile(pidfile, []byte(fmt.Sprintln(stranger.Process.Pid)+"123456789\n"), 0o644)
+	pid, _ = echotest.StartDaemon(t, dir, echodBin)
+	if b, _ := os.ReadFile(pidfile); string(b) != fmt.Sprintln(pid) {
+		t.Errorf("PID file holds %q, want %d and nothing else", b, pid)
+	}
+}
+
+// TestMake runs make ps and make stop on a daemon, from another directory,
+// then make stop on a stale PID file that names a stranger, which it spares.
+func TestMake(t *testing.T) {
+	dir, wd := t.TempDir(), must(os.Getwd())
+	pidfile := filepath.Join(dir, "echod.pid")
+	pid, _ := echotest.StartDaemon(t, dir, echodBin)
+	makefile := filepath.Join(wd, "Makefile")
+	out, errOut, code := echotest.Make(t, makefile, t.TempDir(), "ps", "PIDFILE="+pidfile)
+	if code != 0 || !strings.Contains(out, strconv.Itoa(pid)) || !strings.Contains(out, "SID") {
+		t.Errorf("make ps: exit %d, %q %q", code, out, errOut)
+	}
+	if _, errOut, code := echotest.Make(t, makefile, dir, "stop"); code != 0 || echotest.Alive(pid) {
+		t.Fatalf("make stop: exit %d, %q; the daemon alive: %v", code, errOut, echotest.Alive(pid))
+	}
+	stranger := exec.Command("sleep", "60")
+	if err := stranger.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stranger.Process.Kill(); stranger.Wait() }()
+	os.WriteFile(pidfile, []byte(fmt.Sprintln(stranger.Process.Pid)), 0o644)
+	for _, target := range []string{"stop", "ps"} {
+		_, errOut, code := echotest.Make(t, makefile, dir, target)
+		if code == 0 || !strings.Contains(errOut, "echod: not running (stale echod.pid)") {
+			t.Errorf("make %s: exit %d, stderr %q", target, code, errOut)
+		}
+	}
+	if !echotest.Alive(stranger.Process.Pid) {
+		t.Error("make killed a stranger")
+	}
+}
+
+// TestPostClient builds the post's own C++ client (testdata/tcpclient.cc, as
+// the post prints it) and talks to the daemon through it, a line at a time.
+func TestPostClient(t *testing.T) {
+	echotest.NeedTool(t, "g++", "g++")
+	bin := filepath.Join(t.TempDir(), "tcpclient")
+	if out, err := exec.Command("g++", "-o", bin, "testdata/tcpclient.cc").CombinedOutput(); err != nil {
+		t.Fatalf("g++: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	_, addr := echotest.StartDaemon(t, dir, echodBin, "-idle", "1s")
+	host, port, _ := strings.Cut(addr, ":")
+	cmd := exec.Command(bin, host, port)
+	cmd.Stdin = strings.NewReader("hello\n你好, daemon\n")
+	var out echotest.SyncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }() // at the end of its input, it goes on asking
+	want := "Please enter#hello\nPlease enter#你好, daemon\n"
+	echotest.Poll(t, 10*time.Second, "the post's client did not get both lines back", func() bool {
+		return strings.HasPrefix(out.String(), want)
+	})
+}

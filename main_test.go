@@ -1,0 +1,125 @@
+package main
+
+import (
+	"echod/internal/echotest"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var echodBin string // the top-level echod, built once by TestMain
+
+// adopt, where set, makes this process adopt what its children leave
+// running, so that the tests find a daemon among their own (see
+// echotest.Running).
+var adopt func()
+
+func TestMain(m *testing.M) {
+	if adopt != nil {
+		adopt()
+	}
+	dir, err := os.MkdirTemp("", "echod-bin")
+	if err == nil {
+		echodBin = filepath.Join(dir, "echod")
+		err = echotest.Build(echodBin, ".", echotest.BuildFlags)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// startServer runs echod -foreground on a free loopback port and returns
+// once it has logged its start line.
+func startServer(t testing.TB, args ...string) *echotest.Proc {
+	t.Helper()
+	args = append([]string{"-foreground", "-addr", "127.0.0.1:0"}, args...)
+	return echotest.Start(t, exec.Command(echodBin, args...))
+}
+
+func TestEchoBinary(t *testing.T)             { echotest.EchoBinary(t, startServer) }
+func TestEchoLargeStream(t *testing.T)        { echotest.EchoLargeStream(t, startServer) }
+func TestEchoHalfClose(t *testing.T)          { echotest.EchoHalfClose(t, startServer) }
+func TestEchoWithTools(t *testing.T)          { echotest.EchoWithTools(t, startServer) }
+func TestMoreClientsThanWorkers(t *testing.T) { echotest.MoreClientsThanWorkers(t, startServer) }
+func TestIdleFreesWorker(t *testing.T)        { echotest.IdleFreesWorker(t, startServer) }
+
+// TestLogPerClient finds the post's two log lines for a client, "get a new
+// link" with its address and port, and "quit" with why, in the order they
+// happen: a client that half-closes, then one that is cut as idle.
+func TestLogPerClient(t *testing.T) {
+	s := startServer(t, "-idle", "300ms")
+	c := echotest.Dial(t, s.Addr)
+	echotest.MustEcho(t, c, []byte("hello"))
+	idle := echotest.Dial(t, s.Addr)
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(idle); err != nil {
+		t.Fatalf("the idle client was not cut: %v", err)
+	}
+	var want []string
+	for _, tc := range []struct {
+		c   net.Conn
+		why string
+	}{{c, "EOF"}, {idle, `"read tcp ` + s.Addr + "->" + idle.LocalAddr().String() + `: i/o timeout"`}} {
+		want = append(want, `msg="get a new link" client=`+tc.c.LocalAddr().String(),
+			"msg=quit client="+tc.c.LocalAddr().String()+" err="+tc.why)
+	}
+	echotest.Poll(t, 5*time.Second, "no quit line for the idle client", func() bool {
+		return strings.Count(s.Log(), "msg=quit") == 2
+	})
+	log := s.Log()
+	for i, line := range want {
+		at := strings.Index(log, line)
+		if at < 0 {
+			t.Fatalf("no line %d, %s, in the log:\n%s", i+1, line, log)
+		}
+		log = log[at:]
+	}
+}
+
+// TestUsageErrors gives echod bad flags: exit 2, and one line that says
+// what is wrong and what is right; nothing is started or written.
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-workers", "0"}, "echod: -workers must be 1 to 10000 (echod -h lists the flags)\n"},
+		{[]string{"-workers", "1000000000"}, "echod: -workers must be 1 to 10000"},
+		{[]string{"-queue", "-1"}, "echod: -queue must be 0 to 100000"},
+		{[]string{"-idle", "0s"}, "echod: -idle must be above 0, such as 1m"},
+		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address; want host:port"},
+		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
+		{[]string{"extra"}, `echod: unexpected argument "extra"`},
+		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+	} {
+		dir := t.TempDir()
+		cmd := exec.Command(echodBin, tc.args...) // a daemon, were the flags right
+		cmd.Dir = dir
+		_, errOut, code := echotest.RunCmd(t, cmd)
+		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
+		}
+		if files, _ := os.ReadDir(dir); len(files) > 0 {
+			t.Errorf("%v left %v", tc.args, files)
+		}
+	}
+}
+
+// TestOutOfDescriptors runs echod with 24 descriptors and connects 60
+// clients: accept fails with EMFILE, and echod neither exits, as the post's
+// Run() does, nor spins; once the clients go, it serves again.
+func TestOutOfDescriptors(t *testing.T) {
+	echotest.NeedTool(t, "prlimit", "util-linux")
+	cmd := exec.Command("prlimit", "--nofile=24:24", echodBin, "-foreground", "-addr", "127.0.0.1:0")
+	echotest.OutOfDescriptors(t, echotest.Start(t, cmd))
+}
