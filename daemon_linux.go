@@ -12,13 +12,13 @@ import (
 	"syscall"
 )
 
-const daemonEnv = "_ECHOD_DAEMON_OF" // our pid, in the daemon's environment: a stray one names no parent
+const daemonEnv = "_ECHOD_PARENT" // in the daemon's environment: our pid, which no stray one names
 
 func isDaemon() bool { return os.Getenv(daemonEnv) == strconv.Itoa(os.Getppid()) }
 
-// startDaemon is the post's Daemon(), in two halves: Go cannot fork(), which copies only the
-// calling thread, so echod runs itself again. This half waits for the daemon's word, so that
-// an error reaches the terminal, and a failed start leaves nothing running.
+// startDaemon is the post's Daemon(). Go cannot fork(), which copies only the calling thread, so
+// echod runs itself again. We wait for the daemon's word: an error reaches the terminal, and a
+// failed start leaves nothing running.
 func startDaemon(ln net.Listener, pidf, logf *os.File) (int, error) {
 	exe, err := os.Executable() // where /proc/self/exe points, also under go run
 	if err != nil {
@@ -37,14 +37,16 @@ func startDaemon(ln net.Listener, pidf, logf *os.File) (int, error) {
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.Itoa(os.Getpid()))
 	cmd.ExtraFiles = []*os.File{lnf, w, pidf} // fds 3, 4 and 5 in the daemon
 
-	// ①忽略其他信号: in the daemon (see daemon), since a Go program resets them as it starts.
+	// ①忽略其他信号: in the daemon, after exec (see daemon): a Go program resets them as it starts.
 
 	// ②自成会话: setsid() in the child, which is no group leader, so it succeeds; the post forks
-	// for that. A session leader could gain a terminal by opening one; echod opens none, so it
-	// needs no second fork (daemon(7)).
+	// for that. A session leader could gain a terminal by opening one; echod opens none (daemon(7)).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	// ③更改工作目录: in the daemon (see daemon), once we have opened -log and -pidfile here.
+	// ③更改工作目录: here, which the daemon inherits, so that a bad -dir shows on the terminal.
+	if err := os.Chdir(*dir); err != nil {
+		return 0, err
+	}
 
 	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr is the log, for a panic.
 	// No other descriptor reaches the daemon, not even one the shell left without close-on-exec.
@@ -72,8 +74,8 @@ func startDaemon(ln net.Listener, pidf, logf *os.File) (int, error) {
 	return 0, errors.New(string(msg))
 }
 
-// daemon is the post's Daemon() after exec: it serves with what startDaemon passed, and tells it
-// that it is ready, or why not.
+// daemon is echod run again by startDaemon: it serves, and tells its parent that it is ready,
+// or why not.
 func daemon() error {
 	os.Unsetenv(daemonEnv) // for us alone
 
@@ -82,16 +84,13 @@ func daemon() error {
 	// can stay, as we start no child.
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 
-	// ③更改工作目录
-	err := os.Chdir(*dir)
-
 	var pidf *os.File
 	if *pidPath != "" {
 		pidf = os.NewFile(5, *pidPath)
 	}
 	ready := os.NewFile(4, "ready")
-	ln, lnErr := net.FileListener(os.NewFile(3, "listener"))
-	if err = errors.Join(err, lnErr); err == nil {
+	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	if err == nil {
 		err = serve(ln, pidf, ready)
 	}
 	if _, werr := fmt.Fprint(ready, err); err != nil && werr == nil {

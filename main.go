@@ -71,7 +71,7 @@ func launch() (err error) {
 	usePID := !*foreground // in the foreground, only if -pidfile is given
 	flag.Visit(func(f *flag.Flag) { usePID = usePID || f.Name == "pidfile" })
 	if usePID && *pidPath != "" {
-		*pidPath, _ = filepath.Abs(*pidPath) // for the daemon, in -dir
+		*pidPath, _ = filepath.Abs(*pidPath) // ③ changes our directory
 		if pidf, err = lockPID(*pidPath); err != nil {
 			return err
 		}
@@ -84,6 +84,7 @@ func launch() (err error) {
 	} else if *foreground {
 		return serve(ln, pidf, nil)
 	}
+	*logPath, _ = filepath.Abs(*logPath) // ③ changes our directory
 	_, statErr := os.Stat(*logPath)
 	logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
@@ -107,9 +108,8 @@ func serve(ln net.Listener, pidf, ready *os.File) (err error) {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	jobs := startPool(*workers, *queue, *idle)
 	if pidf != nil { // for make stop; a dead daemon's pid may have been longer
-		b := fmt.Appendln(nil, os.Getpid())
-		_, err = pidf.WriteAt(b, 0)
-		err = errors.Join(err, pidf.Truncate(int64(len(b))))
+		n, werr := fmt.Fprintln(pidf, os.Getpid())
+		err = errors.Join(werr, pidf.Truncate(int64(n)))
 	}
 	if err == nil && ready != nil {
 		_, err = ready.WriteString(readyMsg) // fails if our parent was killed: nobody knows of us
