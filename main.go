@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -25,7 +24,7 @@ var (
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file`")
-	pidPath    = flag.String("pidfile", "echod.pid", "the daemon's PID `file`, locked while it runs")
+	pidPath    = flag.String("pidfile", "echod.pid", "PID `file`, locked while echod runs; \"\" for none")
 )
 
 func main() {
@@ -48,62 +47,53 @@ func main() {
 		os.Exit(2)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log (④)
-	if isDaemon() {
-		err = daemon()
-	} else {
-		err = launch()
-	}
-	if err != nil {
+	if err := launch(); err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
 		os.Exit(1)
 	}
 }
 
-// launch takes the PID file and the socket, then serves here (-foreground) or starts the daemon.
-// A failed start removes the PID file, which is ours or a dead daemon's, since we hold its lock.
-func launch() (err error) {
-	var pidf *os.File
-	defer func() {
-		if err != nil {
-			removePID(pidf)
-		}
-	}()
-	usePID := !*foreground // in the foreground, only if -pidfile is given
-	flag.Visit(func(f *flag.Flag) { usePID = usePID || f.Name == "pidfile" })
-	if usePID && *pidPath != "" {
-		*pidPath, _ = filepath.Abs(*pidPath) // ③ changes our directory
-		if pidf, err = lockPID(*pidPath); err != nil {
-			return err
-		}
-	}
-	// The post's Init(): socket, bind and listen, here, so that an error reaches the terminal.
-	// Go sets SO_REUSEADDR, as the post does; the backlog is somaxconn, not the post's 10.
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
+// launch serves here (-foreground), or starts the daemon and prints what it says.
+func launch() error {
+	if isDaemon() {
+		return daemon()
 	} else if *foreground {
-		return serve(ln, pidf, nil)
+		return serve(nil)
 	}
-	*logPath, _ = filepath.Abs(*logPath) // ③ changes our directory
 	_, statErr := os.Stat(*logPath)
 	logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	pid, err := startDaemon(ln, pidf, logf)
+	pid, addr, err := startDaemon(logf)
 	if fi, _ := logf.Stat(); err != nil && os.IsNotExist(statErr) && fi.Size() == 0 {
-		os.Remove(*logPath) // one we made for nothing; a daemon's panic in it stays
+		os.Remove(*logPath) // we made it for nothing; a daemon's panic in it stays
 	} else if err == nil {
-		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
+		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, addr, *logPath)
 	}
 	return err
 }
 
-const readyMsg = "ready\n" // the daemon's word to its parent; anything else says why not
-
-// serve is the post's Run(): it starts the pool, says it is ready (ready is nil in -foreground),
-// then hands each new client to the pool until SIGTERM or SIGINT.
-func serve(ln net.Listener, pidf, ready *os.File) (err error) {
+// serve takes the PID file, then is the post's Init() and Run(): it starts the pool, says it is
+// ready (ready is nil in -foreground), and hands each new client to the pool until SIGTERM.
+func serve(ready *os.File) (err error) {
+	var pidf *os.File
+	if *pidPath != "" {
+		if pidf, err = lockPID(*pidPath); err != nil {
+			return err // e.g., already running: before Init, so that it names the daemon
+		}
+		defer func() {
+			if err != nil {
+				os.Remove(pidf.Name()) // ours, or a dead daemon's: we hold its lock
+			}
+		}()
+	}
+	// The post's Init(): socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the
+	// backlog is somaxconn, not the post's 10.
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	jobs := startPool(*workers, *queue, *idle)
@@ -112,16 +102,17 @@ func serve(ln net.Listener, pidf, ready *os.File) (err error) {
 		err = errors.Join(werr, pidf.Truncate(int64(n)))
 	}
 	if err == nil && ready != nil {
-		_, err = ready.WriteString(readyMsg) // fails if our parent was killed: nobody knows of us
+		_, err = fmt.Fprintln(ready, "ready", ln.Addr()) // fails if our parent is gone
 		ready.Close()
 	}
 	if err != nil {
-		removePID(pidf)
 		return err
 	}
 	go func() {
 		slog.Info("stop", "signal", <-stop) // the kernel closes each client's socket as we exit
-		removePID(pidf)
+		if pidf != nil {
+			os.Remove(pidf.Name())
+		}
 		os.Exit(0)
 	}()
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
@@ -191,10 +182,4 @@ func lockPID(path string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
-}
-
-func removePID(f *os.File) {
-	if f != nil {
-		os.Remove(f.Name())
-	}
 }
