@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,15 +19,14 @@ func isDaemon() bool { return os.Getenv(daemonEnv) == strconv.Itoa(os.Getppid())
 // startDaemon is the post's Daemon(). Go cannot fork(), which copies only the calling thread, so
 // echod runs itself again. We wait for the daemon's word: an error reaches the terminal, and a
 // failed start leaves nothing running.
-func startDaemon(logf *os.File) (pid int, addr string, err error) {
-	exe, err := os.Executable()                // where /proc/self/exe points, also under go run
-	pidPath, pathErr := filepath.Abs(*pidPath) // for the daemon, in -dir (see ③)
+func startDaemon() (err error) {
+	exe, err := os.Executable() // where /proc/self/exe points, also under go run
 	r, w, pipeErr := os.Pipe()
 	fds, fdErr := os.ReadDir("/proc/self/fd") // see ④; if it fails, we refuse to start
-	if err = errors.Join(err, pathErr, pipeErr, fdErr); err != nil {
-		return 0, "", err
+	if err = errors.Join(err, pipeErr, fdErr); err != nil {
+		return err
 	}
-	cmd := exec.Command(exe, append(os.Args[1:], "-pidfile="+pidPath)...)
+	cmd := exec.Command(exe, append(os.Args[1:], "-pidfile="+*pidPath)...)
 	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.Itoa(os.Getpid()))
 	cmd.ExtraFiles = []*os.File{w} // fd 3 in the daemon
 
@@ -42,6 +40,16 @@ func startDaemon(logf *os.File) (pid int, addr string, err error) {
 
 	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr is the log, for a panic.
 	// No other descriptor reaches the daemon, not even one the shell left without close-on-exec.
+	_, statErr := os.Stat(*logPath)
+	logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if fi, _ := logf.Stat(); err != nil && os.IsNotExist(statErr) && fi.Size() == 0 {
+			os.Remove(*logPath) // we made it for nothing; a daemon's panic in it stays
+		}
+	}()
 	cmd.Stderr = logf
 	for _, fd := range fds {
 		if n, _ := strconv.Atoi(fd.Name()); n > 2 {
@@ -52,15 +60,16 @@ func startDaemon(logf *os.File) (pid int, addr string, err error) {
 	err = cmd.Start()
 	w.Close() // the daemon's now: we read until its word, or its end
 	if err != nil {
-		return 0, "", err
+		return err
 	}
 	msg, _ := io.ReadAll(r)
 	if addr, ok := strings.CutPrefix(string(msg), "ready "); ok {
-		return cmd.Process.Pid, strings.TrimSpace(addr), nil
+		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", cmd.Process.Pid, addr, *logPath)
+		return nil
 	} else if cmd.Wait(); len(msg) == 0 {
 		msg = fmt.Appendf(nil, "the daemon ended in start-up without a word (%v)", cmd.ProcessState)
 	}
-	return 0, "", errors.New(string(msg))
+	return errors.New(string(msg))
 }
 
 // daemon is echod run again by startDaemon: it serves, and tells its parent that it is ready,

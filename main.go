@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -24,7 +25,7 @@ var (
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file`")
-	pidPath    = flag.String("pidfile", "echod.pid", "PID `file`, locked while echod runs; \"\" for none")
+	pidPath    = flag.String("pidfile", "echod.pid", "PID `file`, locked while echod runs")
 )
 
 func main() {
@@ -46,75 +47,52 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
+	*pidPath, _ = filepath.Abs(*pidPath)                           // where we started, also for the daemon (see ③)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log (④)
-	if err := launch(); err != nil {
+	switch {
+	case isDaemon():
+		err = daemon()
+	case *foreground:
+		err = serve(nil)
+	default:
+		err = startDaemon()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
 		os.Exit(1)
 	}
 }
 
-// launch serves here (-foreground), or starts the daemon and prints what it says.
-func launch() error {
-	if isDaemon() {
-		return daemon()
-	} else if *foreground {
-		return serve(nil)
-	}
-	_, statErr := os.Stat(*logPath)
-	logf, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	pid, addr, err := startDaemon(logf)
-	if fi, _ := logf.Stat(); err != nil && os.IsNotExist(statErr) && fi.Size() == 0 {
-		os.Remove(*logPath) // we made it for nothing; a daemon's panic in it stays
-	} else if err == nil {
-		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, addr, *logPath)
-	}
-	return err
-}
-
 // serve takes the PID file, then is the post's Init() and Run(): it starts the pool, says it is
 // ready (ready is nil in -foreground), and hands each new client to the pool until SIGTERM.
-func serve(ready *os.File) (err error) {
-	var pidf *os.File
-	if *pidPath != "" {
-		if pidf, err = lockPID(*pidPath); err != nil {
-			return err // e.g., already running: before Init, so that it names the daemon
-		}
-		defer func() {
-			if err != nil {
-				os.Remove(pidf.Name()) // ours, or a dead daemon's: we hold its lock
-			}
-		}()
-	}
-	// The post's Init(): socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the
-	// backlog is somaxconn, not the post's 10.
-	ln, err := net.Listen("tcp", *addr)
+func serve(ready *os.File) error {
+	pidf, err := lockPID(*pidPath)
 	if err != nil {
-		return err
+		return err // e.g., already running: before Init, so that it names the daemon
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	jobs := startPool(*workers, *queue, *idle)
-	if pidf != nil { // for make stop; a dead daemon's pid may have been longer
+	// The post's Init(): socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the
+	// backlog is somaxconn, not the post's 10.
+	ln, err := net.Listen("tcp", *addr)
+	if err == nil { // for make stop; a dead daemon's pid may have been longer
 		n, werr := fmt.Fprintln(pidf, os.Getpid())
 		err = errors.Join(werr, pidf.Truncate(int64(n)))
 	}
 	if err == nil && ready != nil {
-		_, err = fmt.Fprintln(ready, "ready", ln.Addr()) // fails if our parent is gone
+		_, err = fmt.Fprint(ready, "ready ", ln.Addr()) // fails if our parent is gone
 		ready.Close()
 	}
 	if err != nil {
+		os.Remove(*pidPath) // ours, or a dead daemon's: we hold its lock
 		return err
 	}
 	go func() {
 		slog.Info("stop", "signal", <-stop) // the kernel closes each client's socket as we exit
-		if pidf != nil {
-			os.Remove(pidf.Name())
-		}
+		os.Remove(*pidPath)
 		os.Exit(0)
 	}()
+	jobs := startPool(*workers, *queue, *idle)
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	for delay := time.Duration(0); ; {
 		c, err := ln.Accept()

@@ -42,7 +42,8 @@ func TestMain(m *testing.M) {
 // once it has logged its start line.
 func startServer(t testing.TB, args ...string) *echotest.Proc {
 	t.Helper()
-	args = append([]string{"-foreground", "-addr", "127.0.0.1:0", "-pidfile", ""}, args...)
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	args = append([]string{"-foreground", "-addr", "127.0.0.1:0", "-pidfile", pidfile}, args...)
 	return echotest.Start(t, exec.Command(echodBin, args...))
 }
 
@@ -116,6 +117,7 @@ func TestUsageErrors(t *testing.T) {
 // Run() does, nor spins; once the clients go, it serves again.
 func TestOutOfDescriptors(t *testing.T) {
 	echotest.NeedTool(t, "prlimit", "util-linux")
-	cmd := exec.Command("prlimit", "--nofile=24:24", echodBin, "-foreground", "-addr", "127.0.0.1:0", "-pidfile", "")
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	cmd := exec.Command("prlimit", "--nofile=24:24", echodBin, "-foreground", "-addr", "127.0.0.1:0", "-pidfile", pidfile)
 	echotest.OutOfDescriptors(t, echotest.Start(t, cmd))
 }
