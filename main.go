@@ -18,10 +18,10 @@ import (
 )
 
 var (
-	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
+	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free one")
 	workers    = flag.Int("workers", 64, "size of the fixed pool, 1 to 10000")
 	queue      = flag.Int("queue", 64, "accepted clients that may wait for a worker, 0 to 100000")
-	idle       = flag.Duration("idle", time.Minute, "cut a client that sends or reads nothing this long")
+	idle       = flag.Duration("idle", time.Minute, "cut a client that sends or reads nothing so long")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file`")
@@ -47,7 +47,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	*pidPath, _ = filepath.Abs(*pidPath)                           // where we started, also for the daemon (see ③)
+	*pidPath, _ = filepath.Abs(*pidPath)                           // where we started: the daemon changes directory (③)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log (④)
 	switch {
 	case isDaemon():
@@ -63,8 +63,8 @@ func main() {
 	}
 }
 
-// serve takes the PID file, then is the post's Init() and Run(): it starts the pool, says it is
-// ready (ready is nil in -foreground), and hands each new client to the pool until SIGTERM.
+// serve takes the PID file, then is the post's Init() and Run(): it says it is ready (ready is
+// nil in -foreground), and hands each new client to the pool until SIGTERM or SIGINT.
 func serve(ready *os.File) error {
 	pidf, err := lockPID(*pidPath)
 	if err != nil {
@@ -72,8 +72,8 @@ func serve(ready *os.File) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	// The post's Init(): socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the
-	// backlog is somaxconn, not the post's 10.
+	// Init: socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the backlog is the
+	// kernel's somaxconn, not the post's 10.
 	ln, err := net.Listen("tcp", *addr)
 	if err == nil { // for make stop; a dead daemon's pid may have been longer
 		n, werr := fmt.Fprintln(pidf, os.Getpid())
@@ -94,7 +94,7 @@ func serve(ready *os.File) error {
 	}()
 	jobs := startPool(*workers, *queue, *idle)
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	for delay := time.Duration(0); ; {
+	for delay := time.Duration(0); ; { // Run
 		c, err := ln.Accept()
 		if err != nil { // e.g., EMFILE: the post exits; we back off, 5ms doubling to 1s (net/http)
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
@@ -104,21 +104,19 @@ func serve(ready *os.File) error {
 		}
 		delay = 0
 		slog.Info("get a new link", "client", c.RemoteAddr())
-		jobs <- c // the post's Push(); while the queue is full, clients wait in the backlog
+		jobs <- c // the pool's Push(); while its queue is full, clients wait in the backlog
 	}
 }
 
-// startPool is the post's ThreadPool<TASK>::Start(): a fixed set of workers, which take clients
-// from a channel and serve each to its end, one at a time.
+// startPool is the post's ThreadPool<TASK>: a fixed set of workers, which take clients from a
+// channel and serve each to its end, one at a time.
 func startPool(workers, queue int, idle time.Duration) chan<- net.Conn {
 	jobs := make(chan net.Conn, queue)
 	for range workers {
 		go func() {
 			buf := make([]byte, 32<<10)
 			for c := range jobs {
-				err := service(c, buf, idle)
-				c.Close()
-				slog.Info("quit", "client", c.RemoteAddr(), "err", err)
+				service(c, buf, idle)
 			}
 		}()
 	}
@@ -126,8 +124,9 @@ func startPool(workers, queue int, idle time.Duration) chan<- net.Conn {
 }
 
 // service is the post's Service(): it sends back all it reads until the client's FIN (io.EOF).
-// idle bounds each Read and Write: a client that sends, or reads, nothing is cut.
-func service(c net.Conn, buf []byte, idle time.Duration) error {
+// idle bounds each Read and Write, so a client that sends, or reads, nothing is cut.
+func service(c net.Conn, buf []byte, idle time.Duration) (err error) {
+	defer func() { c.Close(); slog.Info("quit", "client", c.RemoteAddr(), "err", err) }()
 	for {
 		c.SetDeadline(time.Now().Add(idle))
 		n, err := c.Read(buf)
@@ -142,8 +141,8 @@ func service(c net.Conn, buf []byte, idle time.Duration) error {
 	}
 }
 
-// lockPID opens path and locks it (flock). The lock passes to the daemon and dies with it, so
-// a file that a dead daemon left, which may name a stranger's pid by now, is no obstacle.
+// lockPID opens path and locks it (flock). The kernel drops the lock when we die, so a file
+// that a dead daemon left, which may name a stranger's pid by now, is no obstacle.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
@@ -151,13 +150,12 @@ func lockPID(path string) (*os.File, error) {
 	} else if fi, _ := f.Stat(); !fi.Mode().IsRegular() {
 		err = fmt.Errorf("-pidfile %s: not a regular file", path)
 	} else if err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == syscall.EWOULDBLOCK {
-		var pid string // empty while a daemon starts
+		var pid string // none yet while a daemon starts
 		fmt.Fscan(f, &pid)
 		err = fmt.Errorf("already running as pid %s (%s is locked)", pid, path)
 	}
 	if err != nil {
 		f.Close()
-		return nil, err
 	}
-	return f, nil
+	return f, err
 }
