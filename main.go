@@ -36,10 +36,8 @@ func main() {
 		err = fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	case err != nil:
 		err = fmt.Errorf("-addr: %v; want host:port, such as 127.0.0.1:8080", err)
-	case *workers < 1 || *workers > 10000:
-		err = errors.New("-workers must be 1 to 10000")
-	case *queue < 0 || *queue > 100000:
-		err = errors.New("-queue must be 0 to 100000")
+	case *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000:
+		err = errors.New("-workers must be 1 to 10000, and -queue 0 to 100000")
 	case *idle <= 0:
 		err = errors.New("-idle must be above 0, such as 1m")
 	}
@@ -47,7 +45,8 @@ func main() {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	*pidPath, _ = filepath.Abs(*pidPath)                           // where we started: the daemon changes directory (③)
+	*pidPath, _ = filepath.Abs(*pidPath) // from where we started: the daemon changes directory (③)
+	*logPath, _ = filepath.Abs(*logPath)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log (④)
 	switch {
 	case isDaemon():
@@ -65,23 +64,21 @@ func main() {
 
 // serve takes the PID file, then is the post's Init() and Run(): it says it is ready (ready is
 // nil in -foreground), and hands each new client to the pool until SIGTERM or SIGINT.
-func serve(ready *os.File) error {
+func serve(ready func(net.Addr) error) error {
 	pidf, err := lockPID(*pidPath)
 	if err != nil {
 		return err // e.g., already running: before Init, so that it names the daemon
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	// Init: socket, bind and listen. Go sets SO_REUSEADDR, as the post does; the backlog is the
-	// kernel's somaxconn, not the post's 10.
+	// Init: socket, bind, listen. Go sets SO_REUSEADDR, as the post does; the backlog is somaxconn.
 	ln, err := net.Listen("tcp", *addr)
 	if err == nil { // for make stop; a dead daemon's pid may have been longer
 		n, werr := fmt.Fprintln(pidf, os.Getpid())
 		err = errors.Join(werr, pidf.Truncate(int64(n)))
 	}
 	if err == nil && ready != nil {
-		_, err = fmt.Fprint(ready, "ready ", ln.Addr()) // fails if our parent is gone
-		ready.Close()
+		err = ready(ln.Addr())
 	}
 	if err != nil {
 		os.Remove(*pidPath) // ours, or a dead daemon's: we hold its lock
@@ -92,7 +89,15 @@ func serve(ready *os.File) error {
 		os.Remove(*pidPath)
 		os.Exit(0)
 	}()
-	jobs := startPool(*workers, *queue, *idle)
+	jobs := make(chan net.Conn, *queue) // the post's ThreadPool<TASK>: fixed workers, fed by jobs
+	for range *workers {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for c := range jobs {
+				service(c, buf, *idle) // a client at a time, to its end
+			}
+		}()
+	}
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	for delay := time.Duration(0); ; { // Run
 		c, err := ln.Accept()
@@ -104,23 +109,8 @@ func serve(ready *os.File) error {
 		}
 		delay = 0
 		slog.Info("get a new link", "client", c.RemoteAddr())
-		jobs <- c // the pool's Push(); while its queue is full, clients wait in the backlog
+		jobs <- c // the pool's Push(): while jobs is full, clients wait in the listen backlog
 	}
-}
-
-// startPool is the post's ThreadPool<TASK>: a fixed set of workers, which take clients from a
-// channel and serve each to its end, one at a time.
-func startPool(workers, queue int, idle time.Duration) chan<- net.Conn {
-	jobs := make(chan net.Conn, queue)
-	for range workers {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for c := range jobs {
-				service(c, buf, idle)
-			}
-		}()
-	}
-	return jobs
 }
 
 // service is the post's Service(): it sends back all it reads until the client's FIN (io.EOF).
@@ -145,11 +135,12 @@ func service(c net.Conn, buf []byte, idle time.Duration) (err error) {
 // that a dead daemon left, which may name a stranger's pid by now, is no obstacle.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
-	if err != nil {
-		return nil, err
-	} else if fi, _ := f.Stat(); !fi.Mode().IsRegular() {
+	if err == nil {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	}
+	if fi, _ := f.Stat(); err == nil && !fi.Mode().IsRegular() {
 		err = fmt.Errorf("-pidfile %s: not a regular file", path)
-	} else if err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == syscall.EWOULDBLOCK {
+	} else if err == syscall.EWOULDBLOCK {
 		var pid string // none yet while a daemon starts
 		fmt.Fscan(f, &pid)
 		err = fmt.Errorf("already running as pid %s (%s is locked)", pid, path)
