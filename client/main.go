@@ -1,4 +1,4 @@
-// Command client sends each line of its input to an echo server and prints the reply, reconnecting as the post's does.
+// Command client sends each input line to an echo server, prints the reply, and reconnects.
 package main
 
 import (
@@ -16,7 +16,7 @@ import (
 var (
 	retries = flag.Int("retries", 10, "reconnect attempts before giving up on a line")
 	wait    = flag.Duration("wait", time.Second, "pause between reconnect attempts")
-	timeout = flag.Duration("timeout", 10*time.Second, "the longest the server may stall: to connect, take a line, answer")
+	timeout = flag.Duration("timeout", 10*time.Second, "longest stall: to connect, send, reply")
 )
 
 func main() {
@@ -24,24 +24,24 @@ func main() {
 	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
 	host, closed := strings.CutSuffix(host, "]")
 	addr := net.JoinHostPort(host, flag.Arg(1))
-	ip, _, _ := strings.Cut(host, "%")                                                 // fe80::1%lo has a zone
-	numeric := strings.Trim(ip, "0123456789.") == "" || strings.ContainsAny(ip, ":[]") // no retry mends 300.1.1.1
-	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); flag.NArg() != 2 || err != nil || p == 0 || open != closed ||
-		numeric && net.ParseIP(ip) == nil || *timeout <= 0 || *retries < 0 || *wait < 0 {
-		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0] HOST PORT (1-65535)")
+	ip, _, _ := strings.Cut(host, "%") // fe80::1%lo has a zone; no retry mends 300.1.1.1
+	numeric := strings.Trim(ip, "0123456789.") == "" || strings.ContainsAny(ip, ":[]")
+	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); err != nil || p == 0 || open != closed ||
+		flag.NArg() != 2 || numeric && net.ParseIP(ip) == nil ||
+		*timeout <= 0 || *retries < 0 || *wait < 0 {
+		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0]",
+			"HOST PORT (1-65535)")
 		os.Exit(2)
 	}
-	in := bufio.NewReader(os.Stdin)
 	fi, _ := os.Stdin.Stat()
 	prompt := fi != nil && fi.Mode()&os.ModeCharDevice != 0 // a terminal, as isatty(3) would say
-	for {
+	for in := bufio.NewReader(os.Stdin); ; {
 		if prompt {
 			fmt.Fprint(os.Stderr, "Please enter# ")
 		}
 		line, err := in.ReadBytes('\n')
 		if len(line) > 0 {
-			// Reconnect and resend after a failure: a line arrives at least once, perhaps twice (harmless for echo).
-			reply, err := roundTrip(addr, line)
+			reply, err := roundTrip(addr, line) // on failure, resent: at least once, maybe twice (harmless)
 			for try := 1; err != nil && try <= *retries; try++ {
 				fmt.Fprintf(os.Stderr, "client: %v; retry %d of %d in %v\n", err, try, *retries, *wait)
 				time.Sleep(*wait)
@@ -79,7 +79,7 @@ func roundTrip(addr string, line []byte) ([]byte, error) {
 	go func() { // a failed send shows in the reply: cut short, or none
 		for rest := line; len(rest) > 0; {
 			n := min(len(rest), 64<<10)
-			c.SetWriteDeadline(time.Now().Add(*timeout)) // per piece: -timeout bounds a stall, not a long line
+			c.SetWriteDeadline(time.Now().Add(*timeout)) // per piece: a stall, not a long line
 			if _, err := c.Write(rest[:n]); err != nil {
 				return
 			}
