@@ -483,10 +483,25 @@ func TestLockPIDFollowsRemoval(t *testing.T) {
 }
 
 // makeIn runs production's make with args, targets and variables, in dir,
-// where echod.pid is unless PIDFILE says otherwise.
+// where echod.pid is unless PIDFILE says otherwise. The daemons under test
+// run a binary the test built, so make builds none (GO=true).
 func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
 	wd, _ := os.Getwd()
-	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, args...)
+	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, append(args, "GO=true")...)
+}
+
+// TestMakeReloadBuilds checks that make reload builds echod before it
+// signals the daemon, so that a reload after an edit runs the edit.
+func TestMakeReloadBuilds(t *testing.T) {
+	echotest.NeedTool(t, "make", "make")
+	wd, _ := os.Getwd()
+	cmd := exec.Command("make", "-n", "-W", filepath.Join(wd, "main.go"), "-f", filepath.Join(wd, "Makefile"), "reload")
+	cmd.Dir = t.TempDir()
+	out, errOut, code := echotest.RunCmd(t, cmd)
+	build, signal := strings.Index(out, " build -o bin/echod ."), strings.Index(out, "kill -HUP")
+	if code != 0 || build < 0 || signal < build {
+		t.Errorf("make -n reload: exit %d, stderr %q; want go build, then kill -HUP:\n%s", code, errOut, out)
+	}
 }
 
 // TestMakeRefusesStalePIDFile puts a stranger's pid in echod.pid, as a
