@@ -101,7 +101,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
 	} {
 		dir := t.TempDir()
-		cmd := exec.Command(echodBin, tc.args...) // a daemon, were the flags right
+		echotest.CleanupDaemons(t, dir) // the daemon that flags taken as right would start
+		cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
 		cmd.Dir = dir
 		_, errOut, code := echotest.RunCmd(t, cmd)
 		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
