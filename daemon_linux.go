@@ -13,9 +13,8 @@ import (
 	"syscall"
 )
 
-const daemonEnv = "_ECHOD_PARENT" // our pid, in the daemon's environment: a stray one is no pid
-
-func isDaemon() bool { return os.Getenv(daemonEnv) == strconv.Itoa(os.Getppid()) }
+// isDaemon: startDaemon puts its pid in our environment, which a stray variable cannot fake.
+func isDaemon() bool { return os.Getenv("_ECHOD_PARENT") == strconv.Itoa(os.Getppid()) }
 
 // startDaemon is the post's Daemon(). Go cannot fork(), which copies only the calling thread, so
 // echod runs itself again, and waits for its word: it is ready, or why not, for the terminal.
@@ -27,12 +26,13 @@ func startDaemon() error {
 		return err
 	}
 	cmd := exec.Command(exe, append(os.Args[1:], "-pidfile="+*pidPath, "-log="+*logPath)...)
-	cmd.Env = append(os.Environ(), daemonEnv+"="+strconv.Itoa(os.Getpid()))
+	cmd.Env = append(os.Environ(), "_ECHOD_PARENT="+strconv.Itoa(os.Getpid()))
 
 	// ①忽略其他信号 and ③更改工作目录: in the daemon (see daemon).
 
-	// ②自成会话: setsid() in the child, which is no group leader, so it succeeds; the post forks
-	// for that. A session leader could gain a terminal by opening one; echod opens none.
+	// ②自成会话: setsid() in the child before exec, so it is never in the terminal's process
+	// group, where Ctrl-C reaches; it is no group leader, so setsid succeeds (the post forks for
+	// that). A session leader could gain a terminal by opening one; echod opens none.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
 	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr is a pipe to us

@@ -128,6 +128,8 @@ func TestDaemonStartFails(t *testing.T) {
 	taken := startServer(t).Addr
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
+	fifo := filepath.Join(t.TempDir(), "fifo") // not /dev/full: a daemon that took it would remove it
+	syscall.Mkfifo(fifo, 0o644)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -137,7 +139,7 @@ func TestDaemonStartFails(t *testing.T) {
 		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file"},
 		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
 		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
-		{"PID file a device", []string{"-pidfile", "/dev/full"}, "-pidfile /dev/full: not a regular file"},
+		{"PID file a FIFO", []string{"-pidfile", fifo}, "-pidfile " + fifo + ": not a regular file"},
 		{"PID file cannot be written", []string{"-pidfile", "/proc/version"}, "/proc/version"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

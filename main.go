@@ -36,10 +36,8 @@ func main() {
 		err = fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	case err != nil:
 		err = fmt.Errorf("-addr: %v; want host:port, such as 127.0.0.1:8080", err)
-	case *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000:
-		err = errors.New("-workers must be 1 to 10000, and -queue 0 to 100000")
-	case *idle <= 0:
-		err = errors.New("-idle must be above 0, such as 1m")
+	case *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000 || *idle <= 0:
+		err = errors.New("want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0, such as 1m")
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
@@ -71,7 +69,8 @@ func serve(ready func(net.Addr) error) error {
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
-	// Init: socket, bind, listen. Go sets SO_REUSEADDR, as the post does; the backlog is somaxconn.
+	// Init, in the daemon (the post's comes before Daemon()): the parent prints its error. Go sets
+	// SO_REUSEADDR, as the post means to: its SO_REUSEADDR|SO_REUSEPORT is 15, SO_REUSEPORT alone.
 	ln, err := net.Listen("tcp", *addr)
 	if err == nil { // for make stop; a dead daemon's pid may have been longer
 		n, werr := fmt.Fprintln(pidf, os.Getpid())
@@ -89,7 +88,7 @@ func serve(ready func(net.Addr) error) error {
 		os.Remove(*pidPath)
 		os.Exit(0)
 	}()
-	jobs := make(chan net.Conn, *queue) // the post's ThreadPool<TASK>: fixed workers, fed by jobs
+	jobs := make(chan net.Conn, *queue) // the post's ThreadPool<TASK>::Start(), without a singleton
 	for range *workers {
 		go func() {
 			buf := make([]byte, 32<<10)

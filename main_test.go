@@ -90,11 +90,11 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-workers", "0"}, "echod: -workers must be 1 to 10000, and -queue 0 to 100000 (echod -h lists the flags)\n"},
-		{[]string{"-workers", "1000000000"}, "echod: -workers must be 1 to 10000"},
-		{[]string{"-queue", "-1"}, "echod: -workers must be 1 to 10000, and -queue 0 to 100000"},
-		{[]string{"-queue", "100001"}, "echod: -workers must be 1 to 10000, and -queue 0 to 100000"},
-		{[]string{"-idle", "0s"}, "echod: -idle must be above 0, such as 1m"},
+		{[]string{"-workers", "0"}, "echod: want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0, such as 1m (echod -h lists the flags)\n"},
+		{[]string{"-workers", "1000000000"}, "echod: want -workers 1 to 10000"},
+		{[]string{"-queue", "-1"}, "echod: want -workers 1 to 10000, -queue 0 to 100000"},
+		{[]string{"-queue", "100001"}, "echod: want -workers 1 to 10000, -queue 0 to 100000"},
+		{[]string{"-idle", "0s"}, "echod: want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0"},
 		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address; want host:port"},
 		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},

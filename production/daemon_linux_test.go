@@ -170,6 +170,8 @@ func TestDaemonStartFails(t *testing.T) {
 	taken := echotest.Dial(t, startServer(t).Addr).RemoteAddr().String()
 	notDir := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(notDir, nil, 0o644)
+	fifo := filepath.Join(t.TempDir(), "fifo") // not /dev/full: a daemon that took it would remove it
+	syscall.Mkfifo(fifo, 0o644)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -179,7 +181,7 @@ func TestDaemonStartFails(t *testing.T) {
 		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file or directory"},
 		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
 		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
-		{"PID file a device", []string{"-pidfile", "/dev/full"}, "-pidfile /dev/full: not a regular file"},
+		{"PID file a FIFO", []string{"-pidfile", fifo}, "-pidfile " + fifo + ": not a regular file"},
 		{"PID file is the log", []string{"-pidfile", "echod.log", "-log", "./echod.log"}, "-pidfile and -log are the same file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
