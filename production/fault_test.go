@@ -63,6 +63,7 @@ func startPlain(t testing.TB, pre []string, args ...string) *echotest.Proc {
 // post exits on the first EMFILE; echod must back off without spinning or
 // flooding its log, and serve again once the clients leave.
 func TestOutOfDescriptors(t *testing.T) {
+	t.Parallel() // it waits: it measures the server's own CPU time, which others' load leaves alone
 	echotest.NeedTool(t, "prlimit", "util-linux")
 	echotest.OutOfDescriptors(t, startPlain(t, []string{"prlimit", "--nofile=24:24"}, "-workers", "16"))
 }
@@ -144,6 +145,7 @@ func TestResetsAndGarbage(t *testing.T) {
 
 // TestIdleCostsNothing watches a resting daemon's CPU time.
 func TestIdleCostsNothing(t *testing.T) {
+	t.Parallel() // it waits: it measures the server's own CPU time, which others' load leaves alone
 	s := startPlain(t, nil)
 	pid := s.Cmd.Process.Pid
 	echotest.MustEcho(t, echotest.Dial(t, s.Addr), []byte("warm up"))

@@ -162,6 +162,7 @@ func fullNotify(t *testing.T) *notifySocket {
 // its queue full: echod starts and serves in about a second, logs the
 // failure once, and still stops at SIGTERM.
 func TestNotifyBlocked(t *testing.T) {
+	t.Parallel() // it waits for sd_notify's write deadline
 	n := fullNotify(t)
 	cmd := exec.Command(echodBin, "-foreground", "-addr", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.addr)

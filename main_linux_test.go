@@ -118,6 +118,7 @@ func TestUsageErrors(t *testing.T) {
 // clients: accept fails with EMFILE, and echod neither exits, as the post's
 // Run() does, nor spins; once the clients go, it serves again.
 func TestOutOfDescriptors(t *testing.T) {
+	t.Parallel() // it waits: it measures the server's own CPU time, which others' load leaves alone
 	echotest.NeedTool(t, "prlimit", "util-linux")
 	pidfile := filepath.Join(t.TempDir(), "echod.pid")
 	cmd := exec.Command("prlimit", "--nofile=24:24", echodBin, "-foreground", "-addr", "127.0.0.1:0", "-pidfile", pidfile)
