@@ -124,3 +124,34 @@ func TestOutOfDescriptors(t *testing.T) {
 	cmd := exec.Command("prlimit", "--nofile=24:24", echodBin, "-foreground", "-addr", "127.0.0.1:0", "-pidfile", pidfile)
 	echotest.OutOfDescriptors(t, echotest.Start(t, cmd))
 }
+
+// TestCopiedAlone copies the server's .go files with go.mod into an empty
+// folder, as someone who takes it as the start of their own daemon does, and
+// the client's main.go with go.mod into another; each builds there, and the
+// two talk.
+func TestCopiedAlone(t *testing.T) {
+	bin := map[string]string{}
+	for _, tc := range []struct{ name, from string }{{"server", "."}, {"client", "client"}} {
+		dir := t.TempDir()
+		files, _ := filepath.Glob(filepath.Join(tc.from, "*.go"))
+		for _, f := range append(files, "go.mod") {
+			if !strings.HasSuffix(f, "_test.go") {
+				os.WriteFile(filepath.Join(dir, filepath.Base(f)), must(os.ReadFile(f)), 0o644)
+			}
+		}
+		bin[tc.name] = filepath.Join(dir, tc.name)
+		build := exec.Command("go", "build", "-o", bin[tc.name], ".")
+		build.Dir = dir
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("the %s, copied alone: go build: %v\n%s", tc.name, err, out)
+		}
+	}
+	pidfile := filepath.Join(t.TempDir(), "echod.pid")
+	s := echotest.Start(t, exec.Command(bin["server"], "-foreground", "-addr", "127.0.0.1:0", "-pidfile", pidfile))
+	host, port, _ := net.SplitHostPort(s.Addr)
+	client := exec.Command(bin["client"], host, port)
+	client.Stdin = strings.NewReader("copied\n")
+	if out, errOut, code := echotest.RunCmd(t, client); code != 0 || out != "copied\n" {
+		t.Errorf("the client, copied alone: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
