@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"echod/internal/echotest"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,47 +97,12 @@ func TestDaemonDefaultDir(t *testing.T) {
 	}
 }
 
-// TestDaemonLeavesTerminal starts echod from a terminal, as a user would, with
-// script(1). While the shell that started it still holds the terminal, the
-// daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
-func TestDaemonLeavesTerminal(t *testing.T) {
-	echotest.NeedTool(t, "script", "bsdutils")
-	dir := t.TempDir()
-	echotest.CleanupDaemons(t, dir)
-	cmd := exec.Command("script", "-qec", "tty && "+echodBin+` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`, "/dev/null")
-	cmd.Dir = dir
-	out, errOut, code := echotest.RunCmd(t, cmd)
-	var tty, ttyNr string
-	var pid int
-	if _, err := fmt.Sscanf(out, "%s\r\nechod: daemon pid %d listening on %s (log %s\r\n%s", &tty, &pid, new(string), new(string), &ttyNr); err != nil || code != 0 {
-		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
-	}
-	if !strings.HasPrefix(tty, "/dev/pts/") {
-		t.Fatalf("the parent had no terminal: tty said %q", tty)
-	}
-	if ttyNr != "0" {
-		t.Errorf("the daemon has a controlling terminal: tty_nr %s", ttyNr)
-	}
-}
+func TestDaemonLeavesTerminal(t *testing.T) { echotest.DaemonLeavesTerminal(t, echodBin) }
 
-// TestDaemonLeaksNoDescriptor starts echod with an inherited pipe that is not
-// close-on-exec, as shells leave them: the daemon must not keep it open.
 func TestDaemonLeaksNoDescriptor(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	extra := []*os.File{nil, nil, nil, nil, nil, nil, w} // fd 9, above what echod passes on
-	out, errOut, code := runEchod(t, t.TempDir(), extra)
-	w.Close()
-	if code != 0 {
-		t.Fatalf("exit %d: %s%s", code, out, errOut)
-	}
-	r.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadAll(r); err != nil {
-		t.Fatalf("the daemon holds our pipe open: %v", err)
-	}
+	echotest.DaemonLeaksNoDescriptor(t, func(dir string, extra []*os.File) (string, string, int) {
+		return runEchod(t, dir, extra)
+	})
 }
 
 // TestDaemonStdoutClosed starts echod as `echod | true` would: the start

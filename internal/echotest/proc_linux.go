@@ -3,6 +3,7 @@ package echotest
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,4 +185,49 @@ func Make(t testing.TB, makefile, dir string, args ...string) (stdout, stderr st
 	cmd := exec.Command("make", append([]string{"-s", "-f", makefile}, args...)...)
 	cmd.Dir = dir
 	return RunCmd(t, cmd)
+}
+
+// DaemonLeavesTerminal starts the daemon at bin from a terminal, as a user would,
+// with script(1). While the shell that started it still holds the terminal,
+// the daemon has no controlling terminal (field 7 of /proc/PID/stat, tty_nr).
+func DaemonLeavesTerminal(t *testing.T, bin string) {
+	NeedTool(t, "script", "bsdutils")
+	dir := t.TempDir()
+	CleanupDaemons(t, dir)
+	sh := "tty && " + bin + ` -addr 127.0.0.1:0 && cut -d" " -f7 /proc/$(cat echod.pid)/stat`
+	cmd := exec.Command("script", "-qec", sh, "/dev/null")
+	cmd.Dir = dir
+	out, errOut, code := RunCmd(t, cmd)
+	var tty, ttyNr string
+	var pid int
+	format := "%s\r\nechod: daemon pid %d listening on %s (log %s\r\n%s"
+	if _, err := fmt.Sscanf(out, format, &tty, &pid, new(string), new(string), &ttyNr); err != nil || code != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
+	}
+	if !strings.HasPrefix(tty, "/dev/pts/") {
+		t.Fatalf("the parent had no terminal: tty said %q", tty)
+	}
+	if ttyNr != "0" {
+		t.Errorf("the daemon has a controlling terminal: tty_nr %s", ttyNr)
+	}
+}
+
+// DaemonLeaksNoDescriptor starts the daemon with run, with an inherited pipe that is
+// not close-on-exec, as shells leave them: the daemon must not keep it open.
+func DaemonLeaksNoDescriptor(t *testing.T, run func(dir string, extra []*os.File) (stdout, stderr string, code int)) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	extra := []*os.File{nil, nil, nil, nil, nil, nil, w} // fd 9, above what echod passes on
+	out, errOut, code := run(t.TempDir(), extra)
+	w.Close()
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(r); err != nil {
+		t.Fatalf("the daemon holds our pipe open: %v", err)
+	}
 }
