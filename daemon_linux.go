@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +15,7 @@ import (
 	"syscall"
 )
 
-// isDaemon: startDaemon puts its pid in our environment, which a stray variable cannot fake.
-func isDaemon() bool { return os.Getenv("_ECHOD_PARENT") == strconv.Itoa(os.Getppid()) }
+func isDaemon() bool { return os.Getenv("_ECHOD_PARENT") != "" }
 
 // startDaemon is the post's Daemon(). Go cannot fork(), which copies only the calling thread, so
 // echod runs itself again, and waits for its word: it is ready, or why not, for the terminal.
@@ -22,10 +23,12 @@ func startDaemon() error {
 	exe, err := os.Executable() // where /proc/self/exe points, also under go run
 	r, w, pipeErr := os.Pipe()
 	fds, fdErr := os.ReadDir("/proc/self/fd") // see ④; if it fails, we refuse to start
-	if err = errors.Join(err, pipeErr, fdErr); err != nil {
+	if err = cmp.Or(err, pipeErr, fdErr); err != nil {
 		return err
 	}
-	cmd := exec.Command(exe, append(os.Args[1:], "-pidfile="+*pidPath, "-log="+*logPath)...)
+	var args []string // our flags, -log and -pidfile from / (see main)
+	flag.VisitAll(func(f *flag.Flag) { args = append(args, "-"+f.Name+"="+f.Value.String()) })
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), "_ECHOD_PARENT="+strconv.Itoa(os.Getpid()))
 
 	// ①忽略其他信号 and ③更改工作目录: in the daemon (see daemon).
@@ -51,7 +54,8 @@ func startDaemon() error {
 		return err
 	}
 	msg, _ := io.ReadAll(r)
-	if addr, ok := strings.CutPrefix(string(msg), "ready "); ok {
+	if out, addr, ok := strings.Cut(string(msg), "\nready "); ok {
+		fmt.Fprint(os.Stderr, out) // what the daemon's runtime wrote first, for GODEBUG, say
 		fmt.Println("echod: daemon pid", cmd.Process.Pid, "listening on", addr, "(log", *logPath+")")
 		return nil
 	} else if cmd.Wait(); len(msg) == 0 {
@@ -69,20 +73,22 @@ func daemon() error {
 		syscall.SIGTTOU)
 
 	// ③更改工作目录: here, so that a bad -dir is the daemon's error, which its parent prints.
-	if err := os.Chdir(*dir); err != nil {
+	if os.Getenv("_ECHOD_PARENT") != strconv.Itoa(os.Getppid()) {
+		return errors.New("the echod that started this daemon is gone") // killed as we started
+	} else if err := os.Chdir(*dir); err != nil {
 		return err
 	}
 	return serve(toLog)
 }
 
-// toLog ends ④重定向标准输入与输出 once the daemon serves at addr: it tells its
-// parent, whose pipe was our stderr, then writes to the log, which it makes only now.
+// toLog ends ④重定向标准输入与输出: it tells our parent we serve, then logs to -log
+// (O_NONBLOCK: a FIFO that nobody reads is an error, not a hang).
 func toLog(addr net.Addr) error {
-	f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o644)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	_, err = fmt.Fprint(os.Stderr, "ready ", addr) // fails if our parent is gone: the log says so
+	_, err = fmt.Fprint(os.Stderr, "\nready ", addr) // fails if our parent is gone: the log says so
 	return errors.Join(syscall.Dup3(int(f.Fd()), 2, 0), err)
 }

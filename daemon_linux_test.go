@@ -29,7 +29,7 @@ func runEchod(t *testing.T, dir string, extra []*os.File, args ...string) (stdou
 // /proc, and that SIGHUP leaves it serving and SIGTERM stops it.
 func TestDaemon(t *testing.T) {
 	dir, work := t.TempDir(), t.TempDir()
-	pid, addr := echotest.StartDaemon(t, dir, echodBin, "-dir", work) // -log, -pidfile: in dir
+	pid, addr := echotest.StartDaemon(t, dir, echodBin, "-dir", work, "--") // -log, -pidfile: in dir
 	st, self := echotest.ProcStat(pid), echotest.ProcStat(os.Getpid())
 	if st[3] != strconv.Itoa(pid) || st[3] == self[3] { // ② its own session
 		t.Errorf("session %s, want its own (%d); the test's is %s", st[3], pid, self[3])
@@ -137,7 +137,11 @@ func TestDaemonDiesInStartUp(t *testing.T) {
 // stranger, as a crashed daemon's does once its pid is reused.
 func TestPIDFile(t *testing.T) {
 	dir := t.TempDir()
-	pid, _ := echotest.StartDaemon(t, dir, echodBin)
+	t.Setenv("GOGC", "1") // the daemon collects garbage often: the lock must outlive it
+	pid, addr := echotest.StartDaemon(t, dir, echodBin)
+	for range 50 {
+		echotest.MustEcho(t, echotest.Dial(t, addr), echotest.Random(64<<10))
+	}
 	_, errOut, code := runEchod(t, dir, nil)
 	if want := fmt.Sprintf("echod: already running as pid %d (", pid); code != 1 || !strings.HasPrefix(errOut, want) {
 		t.Errorf("second start: exit %d, stderr %q; want 1 and %q", code, errOut, want)
@@ -212,4 +216,48 @@ func TestPostClient(t *testing.T) {
 	echotest.Poll(t, 10*time.Second, "the post's client did not get both lines back", func() bool {
 		return strings.HasPrefix(out.String(), want)
 	})
+}
+
+// TestDaemonOrphaned runs echod as a daemon whose parent is gone, as it is
+// when its parent was killed while it started: it must stop, not start a
+// daemon of its own.
+func TestDaemonOrphaned(t *testing.T) {
+	dir := t.TempDir()
+	echotest.CleanupDaemons(t, dir)
+	cmd := exec.Command(echodBin, "-addr", "127.0.0.1:0")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "_ECHOD_PARENT=1") // not our pid
+	_, errOut, code := echotest.RunCmd(t, cmd)
+	if want := "echod: the echod that started this daemon is gone\n"; code != 1 || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	echotest.AssertEmpty(t, dir)
+}
+
+// TestDaemonStartOutput starts echod with GODEBUG=inittrace=1, so that the
+// daemon's runtime writes to its stderr before it is ready: the parent shows
+// that, and still knows that the daemon serves.
+func TestDaemonStartOutput(t *testing.T) {
+	dir := t.TempDir()
+	echotest.CleanupDaemons(t, dir)
+	cmd := exec.Command(echodBin, "-addr", "127.0.0.1:0")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), "GODEBUG=inittrace=1")
+	out, errOut, code := echotest.RunCmd(t, cmd)
+	if code != 0 || !strings.Contains(out, "listening on 127.0.0.1:") || !strings.Contains(errOut, "init ") {
+		t.Errorf("exit %d, stdout %q, stderr %q; want 0, the daemon's address and its init trace", code, out, errOut)
+	}
+}
+
+// TestDaemonLogFIFO gives echod a FIFO that nobody reads for its log: the
+// start fails and says why, where opening it would wait for a reader.
+func TestDaemonLogFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "log")
+	syscall.Mkfifo(fifo, 0o644)
+	_, errOut, code := runEchod(t, dir, nil, "-log", fifo)
+	if code != 1 || !strings.Contains(errOut, "no such device or address") {
+		t.Errorf("exit %d, stderr %q; want 1 and ENXIO", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "echod.pid")); err == nil {
+		t.Error("the failed start left echod.pid")
+	}
 }

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,29 +64,25 @@ func main() {
 // serve takes the PID file, then is the post's Init() and Run(): it says it is ready (ready is
 // nil in -foreground), and hands each new client to the pool until SIGTERM or SIGINT.
 func serve(ready func(net.Addr) error) error {
-	pidf, err := lockPID(*pidPath)
-	if err != nil {
-		return err // e.g., already running: before Init, so that it names the daemon
-	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	pidf, err := lockPID(*pidPath)
+	if pidf == nil {
+		return err // e.g., already running: before Init, so that it names the daemon
+	}
 	// Init, in the daemon (the post's comes before Daemon()): the parent prints its error. Go sets
 	// SO_REUSEADDR, as the post means to: its SO_REUSEADDR|SO_REUSEPORT is 15, SO_REUSEPORT alone.
-	ln, err := net.Listen("tcp", *addr)
-	if err == nil { // for make stop; a dead daemon's pid may have been longer
-		n, werr := fmt.Fprintln(pidf, os.Getpid())
-		err = errors.Join(werr, pidf.Truncate(int64(n)))
-	}
-	if err == nil && ready != nil {
+	ln, lnErr := net.Listen("tcp", *addr)
+	if err = cmp.Or(err, lnErr); err == nil && ready != nil {
 		err = ready(ln.Addr())
 	}
 	if err != nil {
-		os.Remove(*pidPath) // ours, or a dead daemon's: we hold its lock
+		os.Remove(pidf.Name()) // ours: we hold its lock
 		return err
 	}
-	go func() {
+	go func() { // it keeps pidf from the garbage collector, which would close it, and its lock
 		slog.Info("stop", "signal", <-stop) // the kernel closes each client's socket as we exit
-		os.Remove(*pidPath)
+		os.Remove(pidf.Name())
 		os.Exit(0)
 	}()
 	jobs := make(chan net.Conn, *queue) // the post's ThreadPool<TASK>::Start(), without a singleton
@@ -130,22 +127,20 @@ func service(c net.Conn, buf []byte, idle time.Duration) (err error) {
 	}
 }
 
-// lockPID opens path and locks it (flock). The kernel drops the lock when we die, so a file
-// that a dead daemon left, which may name a stranger's pid by now, is no obstacle.
+// lockPID opens path, locks it (flock) and writes our pid in it, for make stop. The kernel
+// drops the lock when we die, so a file a dead daemon left, naming a stranger now, is no obstacle.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
-	if err == nil {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-	}
-	if fi, _ := f.Stat(); err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("-pidfile %s: not a regular file", path)
-	} else if err == syscall.EWOULDBLOCK {
+	if err != nil {
+		return nil, err
+	} else if fi, _ := f.Stat(); !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("-pidfile %s: not a regular file", path)
+	} else if err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		var pid string // none yet while a daemon starts
 		fmt.Fscan(f, &pid)
-		err = fmt.Errorf("already running as pid %s (%s is locked)", pid, path)
-	}
-	if err != nil {
-		f.Close()
+		return nil, fmt.Errorf("already running as pid %s (%s is locked)", pid, path)
+	} else if err = f.Truncate(0); err == nil { // first: no reader may take a dead daemon's pid
+		_, err = fmt.Fprintln(f, os.Getpid())
 	}
 	return f, err
 }
