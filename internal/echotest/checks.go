@@ -79,11 +79,11 @@ func IdleFreesWorker(t *testing.T, startServer Server) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startServer(t, "-workers", "2", "-queue", "1", "-idle", "500ms")
+			begin := time.Now() // -idle counts from the holders' last word, which is after this
 			holders := []*net.TCPConn{Dial(t, s.Addr), Dial(t, s.Addr)}
 			for _, h := range holders {
 				tc.hold(h)
 			}
-			begin := time.Now()
 			c := Dial(t, s.Addr)
 			c.SetDeadline(time.Now().Add(5 * time.Second)) // without -idle, it would wait forever
 			MustEcho(t, c, []byte("served"))
