@@ -187,7 +187,8 @@ func TestClientTimeout(t *testing.T) {
 }
 
 // TestClientSlowReply talks to a server that echoes a 100-byte line a byte
-// every 20ms, 2s in all: -timeout 500ms bounds a stall, so the reply arrives.
+// every 20ms, 2s in all: -timeout 1s bounds a stall, so the reply arrives.
+// (500ms was too close on a busy machine: a pause of the server's can pass it.)
 func TestClientSlowReply(t *testing.T) {
 	t.Parallel() // it mostly waits: on the server's pace, or for -grace
 	addr := fakeServer(t, func(c net.Conn) {
@@ -199,7 +200,7 @@ func TestClientSlowReply(t *testing.T) {
 		}
 	})
 	line := strings.Repeat("x", 99) + "\n"
-	out, errOut, code := runClient(t, line, append([]string{"-timeout", "500ms", "-retries", "0"}, hostPort(t, addr)...)...)
+	out, errOut, code := runClient(t, line, append([]string{"-timeout", "1s", "-retries", "0"}, hostPort(t, addr)...)...)
 	if code != 0 || out != line {
 		t.Errorf("exit %d, stdout %q, stderr %q; want the whole line", code, out, errOut)
 	}
