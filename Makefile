@@ -3,31 +3,33 @@
 # `make stop` stops it. Another one: make run stop ADDR=127.0.0.1:8081 PIDFILE=/tmp/b.pid LOG=/tmp/b.log
 # production/ has its own: make -C production run, reload, stop, ps.
 GO ?= go
+HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 ADDR ?= 127.0.0.1:8080
 PIDFILE ?= echod.pid
 LOG ?= echod.log
 
 .PHONY: all run stop ps client test bench soak fuzz test-systemd
-all: bin/echod bin/client
+all: $(HERE)/bin/echod $(HERE)/bin/client
 
-bin/echod: go.mod $(wildcard *.go)
-	$(GO) build -o $@ .
+$(HERE)/bin/echod: $(HERE)/go.mod $(wildcard $(HERE)/*.go)
+	cd "$(HERE)" && $(GO) build -o bin/echod .
 
-bin/client: go.mod $(wildcard client/*.go)
-	$(GO) build -o $@ ./client
+$(HERE)/bin/client: $(HERE)/go.mod $(wildcard $(HERE)/client/*.go)
+	cd "$(HERE)" && $(GO) build -o bin/client ./client
 
-run: bin/echod
-	./bin/echod -addr "$(ADDR)" -log "$(LOG)" -pidfile "$(PIDFILE)"
+run: $(HERE)/bin/echod
+	"$(HERE)/bin/echod" -addr "$(ADDR)" -log "$(LOG)" -pidfile "$(PIDFILE)"
 
-# A daemon holds its PID file's lock while it runs. After a crash the file
-# names a dead daemon, and in time a stranger with its pid, so make signals a
-# pid only while its file is locked (9< opens it without creating it), and
-# refuses if it cannot tell.
-DAEMON = for tool in flock:util-linux ps:procps; do command -v $${tool%:*} >/dev/null || \
-	  { echo "echod: make $@ needs $${tool%:*} (apt-get install $${tool\#*:})" >&2; exit 1; }; done; \
+# A daemon holds its PID file open, and locked, while it runs. After a crash
+# the file names a dead daemon, and in time a stranger with its pid, so make
+# signals a pid only if that very process holds this file open. (It takes no
+# lock itself: for that moment, a daemon that starts would think one runs.)
+DAEMON = command -v ps >/dev/null || { echo "echod: make $@ needs ps (apt-get install procps)" >&2; exit 1; }; \
 	test -e "$(PIDFILE)" || { echo "echod: not running (no $(PIDFILE))" >&2; exit 1; }; \
-	if flock -n 9 9<"$(PIDFILE)"; then echo "echod: not running (stale $(PIDFILE))" >&2; exit 1; fi; \
-	pid=$$(cat "$(PIDFILE)")
+	pid=$$(cat "$(PIDFILE)"); file=$$(readlink -f "$(PIDFILE)"); held=; \
+	case "$$pid" in ""|*[!0-9]*) ;; *) for fd in /proc/$$pid/fd/*; do \
+	  if [ "$$(readlink "$$fd")" = "$$file" ]; then held=1; fi; done;; esac; \
+	test -n "$$held" || { echo "echod: not running (stale $(PIDFILE))" >&2; exit 1; }
 
 # Waits until the daemon has exited: a zombie (Z) has once its threads have
 # all gone (nlwp 1); until then they hold its files, and its PID file's lock.
@@ -40,8 +42,8 @@ stop:
 ps:
 	@$(DAEMON); ps -o pid,ppid,pgid,sid,tty,stat,args -p "$$pid" -p "$$(ps -o ppid= -p $$PPID | tr -d " ")"
 
-client: bin/client
-	@addr="$(ADDR)"; ./bin/client "$${addr%:*}" "$${addr##*:}"
+client: $(HERE)/bin/client
+	@addr="$(ADDR)"; "$(HERE)/bin/client" "$${addr%:*}" "$${addr##*:}"
 
 # -race where the race detector can run: it needs cgo, and cgo a C compiler.
 # Elsewhere nothing, and one line on stderr that says why.

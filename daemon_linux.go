@@ -39,8 +39,7 @@ func startDaemon() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
 	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr is a pipe to us
-	// until the daemon serves, then its log (see toLog): we print its errors, even a panic.
-	// No other descriptor reaches it, not one the shell left without close-on-exec.
+	// until it serves, then its log (toLog), so we print its errors. No fd the shell left leaks.
 	cmd.Stderr = w
 	for _, fd := range fds {
 		if n, _ := strconv.Atoi(fd.Name()); n > 2 {
@@ -81,8 +80,7 @@ func daemon() error {
 	return serve(toLog)
 }
 
-// toLog ends ④重定向标准输入与输出: it tells our parent we serve, then logs to -log
-// (O_NONBLOCK: a FIFO that nobody reads is an error, not a hang).
+// toLog ends ④: it tells our parent we serve, then logs to -log (a FIFO nobody reads fails).
 func toLog(addr net.Addr) error {
 	f, err := os.OpenFile(*logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NONBLOCK, 0o644)
 	if err != nil {

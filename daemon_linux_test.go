@@ -162,6 +162,8 @@ func TestPIDFile(t *testing.T) {
 	}
 }
 
+func TestLockPIDFollowsRemoval(t *testing.T) { echotest.LockFollowsRemoval(t, lockPID) }
+
 // TestMake runs make ps and make stop on a daemon, from another directory,
 // then make stop on a stale PID file that names a stranger, which it spares.
 func TestMake(t *testing.T) {

@@ -61,8 +61,7 @@ func main() {
 	}
 }
 
-// serve takes the PID file, then is the post's Init() and Run(): it says it is ready (ready is
-// nil in -foreground), and hands each new client to the pool until SIGTERM or SIGINT.
+// serve takes the PID file, then is the post's Init() and Run(); ready is nil in -foreground.
 func serve(ready func(net.Addr) error) error {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -139,6 +138,9 @@ func lockPID(path string) (*os.File, error) {
 		var pid string // none yet while a daemon starts
 		fmt.Fscan(f, &pid)
 		return nil, fmt.Errorf("already running as pid %s (%s is locked)", pid, path)
+	} else if at, _ := os.Stat(path); !os.SameFile(fi, at) {
+		f.Close()
+		return lockPID(path) // a start that failed removed it after we opened it
 	} else if err = f.Truncate(0); err == nil { // first: no reader may take a dead daemon's pid
 		_, err = fmt.Fprintln(f, os.Getpid())
 	}

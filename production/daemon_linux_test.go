@@ -422,36 +422,13 @@ func TestForegroundPIDFile(t *testing.T) {
 	}
 }
 
-// TestLockPIDFollowsRemoval races a start against a daemon that removes its
-// PID file and exits: a start that wins must hold the lock on the file that
-// is at the path, not on the removed one.
-func TestLockPIDFollowsRemoval(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "echod.pid")
-	for i := range 3000 {
-		running, err := lockPID(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		stopped := make(chan struct{})
-		go func() { os.Remove(path); running.Close(); close(stopped) }()
-		f, err := lockPID(path)
-		<-stopped
-		if err != nil {
-			continue // e.g., already running: the start came first
-		}
-		fi, _ := f.Stat()
-		at, _ := os.Stat(path)
-		f.Close()
-		if !os.SameFile(fi, at) {
-			t.Fatalf("start %d locked a PID file that is no longer at %s", i, path)
-		}
-	}
-}
+func TestLockPIDFollowsRemoval(t *testing.T) { echotest.LockFollowsRemoval(t, lockPID) }
 
 // makeIn runs production's make with args, targets and variables, in dir,
 // where echod.pid is unless PIDFILE says otherwise. The daemons under test
 // run a binary the test built, so make builds none (GO=true).
 func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	echotest.NeedTool(t, "flock", "util-linux") // production's targets prove a daemon by its lock
 	wd, _ := os.Getwd()
 	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, append(args, "GO=true")...)
 }

@@ -170,3 +170,29 @@ func CPUTime(t testing.TB, pid int) time.Duration {
 	}
 	return time.Duration(sum)
 }
+
+// LockFollowsRemoval races a start against a daemon that removes its
+// PID file and exits: a start that wins must hold the lock on the file that
+// is at the path, not on the removed one.
+func LockFollowsRemoval(t *testing.T, lockPID func(path string) (*os.File, error)) {
+	path := filepath.Join(t.TempDir(), "echod.pid")
+	for i := range 3000 {
+		running, err := lockPID(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stopped := make(chan struct{})
+		go func() { os.Remove(path); running.Close(); close(stopped) }()
+		f, err := lockPID(path)
+		<-stopped
+		if err != nil {
+			continue // e.g., already running: the start came first
+		}
+		fi, _ := f.Stat()
+		at, _ := os.Stat(path)
+		f.Close()
+		if !os.SameFile(fi, at) {
+			t.Fatalf("start %d locked a PID file that is no longer at %s", i, path)
+		}
+	}
+}

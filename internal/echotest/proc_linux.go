@@ -176,11 +176,10 @@ func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr s
 }
 
 // Make runs make with makefile, targets and variables, in dir. The targets
-// that signal a daemon use flock and ps.
+// that signal a daemon use ps.
 func Make(t testing.TB, makefile, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	NeedTool(t, "make", "make")
-	NeedTool(t, "flock", "util-linux")
 	NeedTool(t, "ps", "procps")
 	cmd := exec.Command("make", append([]string{"-s", "-f", makefile}, args...)...)
 	cmd.Dir = dir
