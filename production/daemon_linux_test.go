@@ -428,7 +428,6 @@ func TestLockPIDFollowsRemoval(t *testing.T) { echotest.LockFollowsRemoval(t, lo
 // where echod.pid is unless PIDFILE says otherwise. The daemons under test
 // run a binary the test built, so make builds none (GO=true).
 func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
-	echotest.NeedTool(t, "flock", "util-linux") // production's targets prove a daemon by its lock
 	wd, _ := os.Getwd()
 	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, append(args, "GO=true")...)
 }
