@@ -148,6 +148,7 @@ func TestClientUsage(t *testing.T) {
 // TestClientLongLine sends a 32 MiB line, far more than the socket buffers:
 // the client must read the echo while it writes, or both sides block.
 func TestClientLongLine(t *testing.T) {
+	t.Parallel() // it keeps a core busy for seconds, while the other parallel tests mostly wait
 	s := startServer(t)
 	line := strings.Repeat("0123456789abcdef", 2<<20) + "\n"
 	out, errOut, code := runClient(t, line, hostPort(t, s.Addr)...)
