@@ -109,9 +109,10 @@ func benchServer(kind string) {
 	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	if kind == "pool" {
 		p := &pool{jobs: make(chan job, 64), idle: time.Minute}
-		served := p.serve(ln, nil, 64, nil)
+		served := p.serve(ln, nil, 64)
 		<-stop
-		p.stop(ln, nil, time.Second)
+		p.stop(ln, nil)
+		time.AfterFunc(time.Second, p.release)
 		<-served
 		return
 	}

@@ -2,14 +2,13 @@
 
 package main
 
-import (
-	"errors"
-	"net"
-)
+import "errors"
 
 // Daemon mode needs Linux; elsewhere, run -foreground under launchd or rc.d.
 func isDaemon() bool                            { return false }
 func daemon(pidPath, dir, logPath string) error { return nil }
-func startDaemon(...any) (int, *net.UnixConn, error) {
-	return 0, nil, errors.New("daemon mode needs Linux; use -foreground")
+func startDaemon(...any) (*link, <-chan error) {
+	word := make(chan error, 1)
+	word <- errors.New("daemon mode needs Linux; use -foreground")
+	return nil, word
 }

@@ -320,19 +320,18 @@ func TestClientBadHost(t *testing.T) {
 }
 
 // TestReloadStopDuringStart sends SIGTERM to the old daemon after the new one
-// has written its pid, but before it says ready: a service manager that does
-// not read its notify socket holds each daemon for a second at READY=1. The
-// old daemon kills the new one and stops gracefully, a client open for
+// has written its pid, but before it says ready (a stand-in that never does).
+// The old daemon kills the new one and stops gracefully, a client open for
 // -grace; all the while the PID file names a live daemon, then goes.
 func TestReloadStopDuringStart(t *testing.T) {
-	t.Parallel() // it mostly waits on the notify socket
-	n := fullNotify(t)
+	t.Parallel() // it mostly waits for -grace
 	dir := t.TempDir()
-	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nNOTIFY_SOCKET=%s exec %s \"$@\"\n", n.addr, echodBin))
-	pid, addr := echotest.StartDaemon(t, dir, filepath.Join(dir, "echod"), "-grace", "2s")
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755), "-grace", "2s")
 	if err := roundTrip(echotest.Dial(t, addr), []byte("open")); err != nil {
 		t.Fatal(err)
 	}
+	test, _ := os.Executable() // it runs as the new daemon
+	installScript(t, dir, fmt.Sprintf("#!/bin/sh\n%s=silent exec %s \"$@\"\n", deadEndEnv, test))
 	syscall.Kill(pid, syscall.SIGHUP)
 	pidfile := filepath.Join(dir, "echod.pid")
 	echotest.Poll(t, 10*time.Second, "no new pid in the PID file", func() bool { return echotest.ReadPID(t, pidfile) != pid })

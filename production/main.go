@@ -2,6 +2,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +41,10 @@ func main() {
 	}
 	signal.Ignore(syscall.SIGPIPE)                                 // see ①; in every process: `echod | true` exits 0
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log file (see ④)
-	if err := launch(); err != nil {
+	go notify()
+	err := launch()
+	close(notices)
+	if <-notified; err != nil { // what we told the manager last, STOPPING=1 say, is sent
 		fmt.Fprintln(os.Stderr, "echod:", err)
 		os.Exit(1)
 	}
@@ -106,10 +111,11 @@ func launch() (err error) {
 	}()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop() // while we wait for the daemon's word, a signal must leave no daemon behind
-	pid, to, err := startDaemon(ctx, ln, pidf, logf)
-	if err == nil {
-		to.Close() // nothing to move at a first start: the daemon reads EOF
-		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", pid, ln.Addr(), *logPath)
+	next, word := startDaemon(ctx, ln, pidf, logf)
+	if err = <-word; err == nil {
+		next.ctl.Close() // and no order, and nothing to move at a first start: the daemon reads EOF
+		next.moves.Close()
+		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", next.pid, ln.Addr(), *logPath)
 	}
 	return err
 }
@@ -141,74 +147,146 @@ func listenerAt(fd int) (net.Listener, error) {
 
 const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
+// A link joins two daemons by two socket pairs: on ctl the new one says ready, then takes the old one's orders
+// (nginx's channel); on moves it takes connections. An order never waits behind moves.
+type link struct {
+	pid        int
+	ctl, moves *net.UnixConn
+}
+
 // run serves ln until a stop, or a reload hands over (reload is nil in -foreground). It is echod's one loop, as
-// nginx's master cycle: signals and our predecessor's orders are events; it alone owns the state.
-func run(ln net.Listener, from *net.UnixConn, pidf *os.File, reload func(context.Context) (int, *net.UnixConn)) error {
-	stops, hup := make(chan os.Signal, 3), make(chan os.Signal, 1) // hup holds one: SIGHUPs during a start coalesce
-	signal.Notify(stops, syscall.SIGTERM, syscall.SIGINT)          // for good: a second one cuts at once, cleanly
+// tableflip's run(): signals, our successor's word and our predecessor's orders are events on channels; it alone
+// owns the state, and a start in progress is a state it is in (started), not a call it waits in.
+func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context) (*link, <-chan error)) error {
+	sigs, hup, orders := make(chan os.Signal, 3), make(chan os.Signal, 1), make(chan string)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT) // for good: a second one cuts at once, cleanly
 	if reload != nil {
 		signal.Notify(hup, syscall.SIGHUP) // in -foreground, SIGHUP keeps its default, as a closed terminal's
 	}
 	p := &pool{jobs: make(chan job, *queue), idle: *idle}
-	served := p.serve(ln, from, *workers, stops)        // before we say ready: ready means serving
+	var moves *net.UnixConn
+	if from != nil {
+		moves = from.moves
+		go readOrders(from.ctl, orders)
+	}
+	served := p.serve(ln, moves, *workers)              // before we say ready: ready means serving
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // MAINPID: a daemon is not what systemd started
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if from != nil {
-		if _, err := io.WriteString(from, readyMsg); err != nil { // e.g., our parent was killed: nobody knows we run
+		if _, err := io.WriteString(from.ctl, readyMsg); err != nil { // e.g., our parent was killed: nobody knows
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	var signals, next int       // SIGTERMs and SIGINTs so far; the new daemon, once it said ready
-	var to *net.UnixConn        // our socket pair to it
-	var stopping bool           // gracefully
-	var linger <-chan time.Time // after the last move
+	ctx, cancel := context.WithCancel(context.Background()) // the starts' context, until we stop
+	defer cancel()
+	var (
+		stops, stopped  int          // how hard we are asked to stop, and have stopped: 1 gracefully, 2 at once
+		next            *link        // our successor: starting while started is not nil, then handed over to
+		started         <-chan error // its word: nil once it serves
+		handing         bool         // over to next: its connections move, and what we are told is next's
+		graceUp, linger <-chan time.Time
+		reloaded        = time.Now() // when the last reload began, then when its handover did
+	)
 	for {
+		waitHUP := hup
+		if started != nil || stopped > 0 {
+			waitHUP = nil // one waits during a start (several are one); during a stop, none is taken
+		}
 		select {
-		case s := <-stops:
-			if s != nil { // nil: a stop our predecessor passed on, which is no second signal
-				signals++
-			}
-			switch {
-			case to != nil:
-				to.Write([]byte("stop")) // whoever signalled us meant it too: a message (nginx's channel), no signal
-			case !stopping:
-				stopping = true
-				slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
-				sdNotify("STOPPING=1")
-				p.stop(ln, nil, *grace)
-			case signals > 1:
-				slog.Info("stopping at once", "open", p.open.Load())
-				p.release()
-				if from != nil {
-					from.SetReadDeadline(time.Now()) // and take nothing more our predecessor moves
+		case <-sigs:
+			stops++
+		case o := <-orders: // a stop passed on says how hard it is: under KillMode=control-group, we got one too
+			var n int
+			if _, err := fmt.Sscanf(o, "stop %d", &n); err != nil { // "reload": as a SIGHUP, coalescing with them
+				select {
+				case hup <- syscall.SIGHUP:
+				default:
 				}
+				continue
 			}
-		case <-hup:
-			if to != nil {
-				to.Write([]byte("reload")) // it runs the binary that is at the path now, and opens -log anew
-			} else if !stopping && len(stops) == 0 { // a stop that waits comes first
-				// While a new daemon starts, a SIGHUP waits in hup and a stop in stops; a stop also ends the start.
-				ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-				if next, to = reload(ctx); to != nil {
-					p.stop(ln, to, *grace)
-				}
-				cancel()
+			stops = max(stops, n)
+		case <-waitHUP:
+			if handing {
+				next.ctl.Write([]byte("reload")) // it runs the binary at the path now, and opens -log anew
+				continue
 			}
-		case <-served:
-			if to == nil {
-				removePID(pidf)
-				slog.Info("stop", "cut", p.cut.Load())
-				return nil
+			reloaded = time.Now()
+			next, started = reload(ctx)
+			continue
+		case err := <-started:
+			started = nil
+			if err == nil && stopped == 0 {
+				slog.Info("handing over", "to", next.pid, "started_in", time.Since(reloaded).Round(time.Microsecond).String())
+				handing, reloaded = true, time.Now()
+				p.stop(ln, next.moves)
+				continue
 			}
-			served, linger = nil, time.After(50*time.Millisecond) // a signal the kernel has begun to deliver is passed on too
+			if err == nil { // it said ready as a stop came: it goes, and we stop
+				syscall.Kill(-next.pid, syscall.SIGKILL)
+			}
+			writePID(pidf, os.Getpid())                               // it may have written its own
+			sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // RELOADING=1 ends in READY=1, even at a stop
+			if stopped == 0 {
+				slog.Error("reload failed; serving on", "err", err)
+			}
+			continue
+		case <-graceUp:
+			p.release()
+			continue
 		case <-linger:
-			slog.Info("stop", "handed_over_to", next, "moved", p.moved.Load(), "cut", p.cut.Load()) // the PID file is its
+			return nil // the PID file is next's
+		case <-served:
+			if started != nil && <-started == nil { // a start our stop ended: it is gone once started says so
+				syscall.Kill(-next.pid, syscall.SIGKILL)
+			}
+			if handing { // a signal on its way to us as we moved the last is passed on too
+				served, linger = nil, time.After(50*time.Millisecond)
+				slog.Info("stop", "handed_over_to", next.pid, "moved", p.moved.Load(), "cut", p.cut.Load(),
+					"moves_took", time.Since(reloaded).Round(time.Microsecond).String())
+				continue
+			}
+			removePID(pidf)
+			slog.Info("stop", "cut", p.cut.Load())
 			return nil
 		}
+		// A stop: a signal, or one passed on.
+		if handing {
+			fmt.Fprintf(next.ctl, "stop %d", stops) // whoever signalled us meant next: a message, no signal
+			if stops > 1 {
+				next.moves.Close() // and what we could not move yet is cut, even if next takes nothing
+			}
+			continue
+		}
+		if stops > 0 && stopped == 0 {
+			cancel() // and with it a start in progress: started says when it is gone
+			stopped, graceUp = 1, time.After(*grace)
+			slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
+			sdNotify("STOPPING=1")
+			p.stop(ln, nil)
+		}
+		if stops > 1 && stopped == 1 {
+			stopped = 2
+			slog.Info("stopping at once", "open", p.open.Load())
+			p.release()
+			if moves != nil {
+				moves.Close() // and take nothing more: our predecessor cuts what it still holds
+			}
+		}
+	}
+}
+
+// readOrders passes what our predecessor tells us to the loop, until it is gone.
+func readOrders(ctl *net.UnixConn, orders chan<- string) {
+	for b := make([]byte, 32); ; {
+		n, err := ctl.Read(b)
+		if err != nil {
+			return
+		}
+		orders <- string(b[:n])
 	}
 }
 
@@ -218,26 +296,27 @@ type pool struct {
 	idle             time.Duration
 	letGo            context.Context
 	release          context.CancelFunc
-	cutAt            time.Time     // when a Write in progress is cut: at once at a stop, after -grace at a reload
+	cutAt            time.Time     // when a Write in progress as the pool lets go ends: at once, at a reload
 	to               *net.UnixConn // where connections move; nil at a stop
 	open, moved, cut atomic.Int64
 }
 
 type job struct {
 	net.Conn
-	heard time.Time // when its client was last heard (zero until it is served): its -idle moves with it
+	silent time.Duration // how long its client had been silent when it was last let go: its -idle moves with it
+	unsent []byte        // what a Write had not sent when it moved: the next daemon sends it first
 }
 
 // serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
-func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, stops chan<- os.Signal) <-chan struct{} {
+func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
 	var busy, feeding sync.WaitGroup
 	for range workers {
 		busy.Go(p.worker)
 	}
-	feeding.Go(func() { p.accept(ln) }) // at once: a new daemon that waited for its predecessor's stuck moves would stall
+	feeding.Go(func() { p.accept(ln) }) // at once, as our predecessor moves: new clients do not wait for it
 	if from != nil {
-		feeding.Go(func() { p.receive(from, stops) })
+		feeding.Go(func() { p.receive(from) })
 	}
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
@@ -251,18 +330,15 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int, stops cha
 	return served
 }
 
-// stop stops accepting. With to nil, connections may finish for grace, then the rest are cut (net/http's Shutdown).
-// With a pair to a new daemon, each moves at its next safe point: in service first, then the queue, in order.
-func (p *pool) stop(ln net.Listener, to *net.UnixConn, grace time.Duration) {
+// stop stops accepting. With to nil, the loop lets go after -grace, and the rest are cut (net/http's Shutdown).
+// With a pair to a new daemon, it lets go at once: each connection moves, in service first, then the queue, in order.
+func (p *pool) stop(ln net.Listener, to *net.UnixConn) {
 	ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
 	p.to, p.cutAt = to, time.Now()
-	if to == nil {
-		time.AfterFunc(grace, p.release)
-		return
+	if to != nil {
+		to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // the pair's own bound, for a new daemon that stops reading
+		p.release()
 	}
-	p.cutAt = p.cutAt.Add(grace)
-	to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // the pair's own bound, for a new daemon that stops reading
-	p.release()
 }
 
 // accept queues each new connection until ln is closed. Once jobs is full, clients wait in the backlog: no loss.
@@ -314,66 +390,98 @@ var errLetGo = errors.New("let go at a safe point")
 // echo sends back what j sends until it half-closes (RFC 862) or the pool lets go; -idle frees it of a silent client.
 func (p *pool) echo(j *job, buf []byte) error {
 	defer context.AfterFunc(p.letGo, func() {
-		j.SetReadDeadline(time.Now()) // a Read returns at once; a Write goes on until cutAt
+		j.SetReadDeadline(time.Now()) // a Read returns at once; a Write too at a reload, and after -grace at a stop
 		j.SetWriteDeadline(p.cutAt)
 	})()
-	if j.heard.IsZero() {
-		j.heard = time.Now() // it waited in the queue: -idle starts when it is served
+	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
+	j.SetDeadline(heard.Add(p.idle + p.idle/8))
+	if len(j.unsent) > 0 {
+		err = p.write(j, j.unsent)
 	}
-	j.SetDeadline(j.heard.Add(p.idle + p.idle/8))
-	for p.letGo.Err() == nil { // the safe point: all read is written back; after a deadline move, which may undo a wake
+	for err == nil && p.letGo.Err() == nil { // the safe point; after a deadline move, which may undo a wake
 		nr, rerr := j.Read(buf)
 		if nr > 0 {
 			// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
-			if now := time.Now(); now.Sub(j.heard) >= p.idle/8 {
+			if now := time.Now(); now.Sub(heard) >= p.idle/8 {
 				j.SetDeadline(now.Add(p.idle + p.idle/8))
-				j.heard = now
+				heard = now
 			}
-			if _, err := j.Write(buf[:nr]); err != nil { // unlike write(2): all is written, or it fails
-				return err // e.g., the client reset, or stopped reading for idle
-			}
+			err = p.write(j, buf[:nr])
 		}
 		if rerr == io.EOF {
-			return nil // the client's FIN: everything before it is echoed
+			return err // the client's FIN: everything before it is echoed
 		} else if rerr != nil && p.letGo.Err() == nil {
-			return rerr // e.g., idle timeout; the post spins here forever
+			return cmp.Or(err, rerr) // e.g., idle timeout; the post spins here forever
 		}
 	}
-	return errLetGo
+	j.silent = time.Since(heard)
+	return cmp.Or(err, errLetGo)
 }
 
-// send moves j (传递文件描述符): SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
-func send(to *net.UnixConn, j *job) error {
-	f, err := j.Conn.(*net.TCPConn).File() // a copy, made blocking: the new daemon's FileConn undoes that
-	if err == nil {
-		_, _, err = to.WriteMsgUnix(fmt.Appendf(nil, "move %d", j.heard.UnixMicro()), syscall.UnixRights(int(f.Fd())), nil)
-		f.Close()
+// write sends b back whole (unlike write(2)), or fails: e.g., its client reset, or stopped reading for -idle.
+// At a reload, what it has not sent when the pool lets go moves with j, so that no client is cut for reading slowly.
+func (p *pool) write(j *job, b []byte) error {
+	n, err := j.Write(b)
+	if j.unsent = nil; err != nil && p.letGo.Err() != nil && p.to != nil {
+		j.unsent = bytes.Clone(b[n:])
+		return errLetGo
 	}
 	return err
 }
 
-// receive queues what our predecessor moves to us, and passes its orders on as signals, until its EOF.
-func (p *pool) receive(from *net.UnixConn, stops chan<- os.Signal) {
-	msg, oob := make([]byte, 32), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
+// send moves j (传递文件描述符): SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
+func send(to *net.UnixConn, j *job) error {
+	sc, err := j.Conn.(*net.TCPConn).SyscallConn() // not File(), which would make it blocking
+	if err == nil {
+		msg := fmt.Appendf(nil, "%d\n%s", j.silent.Microseconds(), j.unsent)
+		err = cmp.Or(sc.Control(func(fd uintptr) { _, _, err = to.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil) }), err)
+	}
+	return err
+}
+
+// receive takes every connection our predecessor moves at once, whatever our queue holds: those it cannot queue
+// yet wait in taken, in the order they came. They wait for a worker there, as they would have in our predecessor.
+func (p *pool) receive(from *net.UnixConn) {
+	in := make(chan job)
+	go p.take(from, in)
+	var taken []job
+	for in != nil || len(taken) > 0 {
+		jobs, first := chan job(nil), job{}
+		if len(taken) > 0 {
+			jobs, first = p.jobs, taken[0]
+		}
+		select {
+		case j, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			taken = append(taken, j)
+		case jobs <- first:
+			taken = taken[1:]
+		}
+	}
+}
+
+// take reads what our predecessor moves, until its EOF, or until we close the pair at a stop.
+func (p *pool) take(from *net.UnixConn, in chan<- job) {
+	msg, oob := make([]byte, 40<<10), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
 	took, lost, why := 0, 0, error(nil)
 	for {
 		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
-		what, heard := "", int64(0)
-		fmt.Sscan(string(msg[:n]), &what, &heard)
+		silent, unsent, _ := bytes.Cut(msg[:n], []byte("\n"))
+		us, _ := strconv.ParseInt(string(silent), 10, 64)
 		if err != nil || n == 0 {
 			break
-		} else if what == "stop" {
-			stops <- nil // the loop always takes it: it waits for us to end
-		} else if what == "reload" {
-			syscall.Kill(os.Getpid(), syscall.SIGHUP) // as if sent to us: SIGHUPs coalesce in hup
 		} else if c, err := movedConn(oob[:oobn]); err != nil {
 			lost, why = lost+1, err
 		} else {
 			took++
 			p.open.Add(1)
-			p.jobs <- job{c, time.UnixMicro(heard)}
+			in <- job{c, time.Duration(us) * time.Microsecond, bytes.Clone(unsent)}
 		}
 	}
+	close(in)
 	if took > 0 { // none at a first start
 		slog.Info("moved in", "conns", took)
 	}
@@ -397,19 +505,33 @@ func movedConn(oob []byte) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-var notifyFailed sync.Once
+var notices, notified = make(chan string, 8), make(chan struct{})
 
-// sdNotify tells the service manager our state (sd_notify(3)), if it listens.
+// sdNotify tells the service manager our state (sd_notify(3)), if it listens: notify sends it, so that a manager
+// that does not read never stops the loop.
 func sdNotify(state string) {
-	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
-		c, err := net.Dial("unixgram", addr) // Go reads a leading @ as the abstract namespace, as systemd does
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		notices <- state
+	}
+}
+
+// notify sends what sdNotify queues, in order, until main closes notices.
+func notify() {
+	defer close(notified)
+	for failed := false; ; {
+		state, ok := <-notices
+		if !ok {
+			return
+		}
+		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET")) // Go reads a leading @ as abstract, as systemd
 		if err == nil {
-			c.SetWriteDeadline(time.Now().Add(time.Second)) // a manager that does not read must not stop us
+			c.SetWriteDeadline(time.Now().Add(time.Second))
 			_, err = c.Write([]byte(state))
 			c.Close()
 		}
-		if err != nil {
-			notifyFailed.Do(func() { slog.Warn("sd_notify", "err", err) })
+		if err != nil && !failed {
+			failed = true
+			slog.Warn("sd_notify", "err", err)
 		}
 	}
 }
@@ -455,9 +577,10 @@ func writePID(f *os.File, pid int) error {
 	return cmp.Or(err, f.Truncate(int64(len(b)))) // a longer stale pid, 4194000, must not leave "0\n" behind
 }
 
-// openLog opens the daemon's log by path: after logrotate renamed it, a new file.
+// openLog opens the daemon's log by path: after logrotate renamed it, a new file. A FIFO nobody reads fails at once
+// (ENXIO), where open(2) would wait for a reader; Fd, for the daemon's stderr, makes it blocking again.
 func openLog(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o644)
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
 }
 
 // removePID removes the PID file if it is still ours: after an rm, the path may be another daemon's.
