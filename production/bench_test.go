@@ -109,7 +109,7 @@ func benchServer(kind string) {
 	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	if kind == "pool" {
 		p := &pool{jobs: make(chan job, 64), idle: time.Minute}
-		served := p.serve(ln, nil, 64)
+		served := p.serve(ln, nil, 64, nil)
 		<-stop
 		p.stop(ln, nil)
 		time.AfterFunc(time.Second, p.release)

@@ -17,61 +17,42 @@ import (
 )
 
 const (
-	listenerFD, ctlFD, movesFD, pidFD = 3, 4, 5, 6        // in the daemon: ExtraFiles[i] is fd 3+i
-	daemonEnv                         = "_ECHOD_DAEMON" // the inode at ctlFD, which a stray variable cannot fake
+	listenerFD, pairFD, pidFD = 3, 4, 5         // in the daemon: ExtraFiles[i] is fd 3+i
+	daemonEnv                 = "_ECHOD_DAEMON" // the inode at pairFD, which a stray variable cannot fake
 )
 
 func isDaemon() bool {
 	var st syscall.Stat_t
-	return syscall.Fstat(ctlFD, &st) == nil && os.Getenv(daemonEnv) == fmt.Sprint(st.Ino)
+	return syscall.Fstat(pairFD, &st) == nil && os.Getenv(daemonEnv) == fmt.Sprint(st.Ino)
 }
 
 // startDaemon is the post's Daemon() for Go, which cannot fork: fork() copies only the calling thread. At the
-// first start and every reload, it runs echod with the listener, the locked PID file and a link; word says nil
-// once the daemon says ready on it, or why not. One that does not, it kills with its process group.
+// first start and every reload, it runs echod with the listener, the locked PID file and a link to it, and
+// returns at once: word says nil once the new daemon says ready, or why not (see await).
 func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (*link, <-chan error) {
-	word := make(chan error, 1)
-	cmd, next, err := spawn(ln, pidf, logf)
-	if err != nil {
-		word <- err
-	} else {
-		go func() { word <- await(ctx, cmd, next.ctl) }()
-	}
-	return next, word
-}
-
-func spawn(ln net.Listener, pidf, logf *os.File) (*exec.Cmd, *link, error) {
 	lfi, _ := logf.Stat()
 	if pfi, _ := pidf.Stat(); os.SameFile(lfi, pfi) { // by any path; false if pidf is nil
-		return nil, nil, errors.New("-pidfile and -log are the same file")
+		return nil, failed(errors.New("-pidfile and -log are the same file"))
 	}
 	sc, _ := ln.(*net.TCPListener).SyscallConn() // not ln.File(): exec's Fd makes it blocking, ours too (golang/go#29277)
 	lnfd, err := 0, error(syscall.EBADF)         // if ln is closed, Control calls nothing
 	sc.Control(func(fd uintptr) { lnfd, err = syscall.Dup(int(fd)) })
 	if err != nil {
-		return nil, nil, err
+		return nil, failed(err)
 	}
 	lnf := os.NewFile(uintptr(lnfd), "listener")
 	defer lnf.Close()
-	var ours [2]*net.UnixConn // ctl and moves
-	files := []*os.File{lnf, nil, nil, pidf}
-	for i := range ours {
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET, 0) // a message each
-		if err != nil {
-			return nil, nil, err
-		}
-		files[1+i] = os.NewFile(uintptr(fds[1]), "pair")
-		defer files[1+i].Close() // the daemon's once it started: our read ends at EOF once it is gone
-		c, err := net.FileConn(os.NewFile(uintptr(fds[0]), "pair")) // our end: non-blocking, so it takes a deadline
-		if err != nil {
-			return nil, nil, err
-		}
-		ours[i] = c.(*net.UnixConn)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET, 0) // a message, a descriptor
+	if err != nil {
+		return nil, failed(err)
 	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair")
+	defer ours.Close()
+	defer theirs.Close()                                            // the daemon's once it started: our read ends at EOF once it is gone
 	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOEXEC): a shell's fd 251 too
-		return nil, nil, fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e)
+		return nil, failed(fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e))
 	}
-	fi, _ := files[1].Stat()
+	fi, _ := theirs.Stat()
 	argv := daemonArgs()
 	cmd := exec.Command(argv[0], argv[1:]...) // a reload runs what is at the path by then
 	if _, err := os.Stat(cmd.Path); err != nil {
@@ -79,7 +60,7 @@ func spawn(ln net.Listener, pidf, logf *os.File) (*exec.Cmd, *link, error) {
 		cmd.Path, cmd.Err = "/proc/self/exe", nil          // this once: argv[0] stays, for the next reload
 	}
 	cmd.Env = append(os.Environ(), daemonEnv+"="+fmt.Sprint(fi.Sys().(*syscall.Stat_t).Ino))
-	cmd.ExtraFiles = files
+	cmd.ExtraFiles = []*os.File{lnf, theirs, pidf}
 	// ①忽略其他信号 and ③更改工作目录 are the daemon's own (see daemon).
 
 	// ②自成会话: setsid() in the child, which is no group leader, so it succeeds. A session leader
@@ -89,33 +70,37 @@ func spawn(ln net.Listener, pidf, logf *os.File) (*exec.Cmd, *link, error) {
 	// ④重定向标准输入与输出: nil Stdin and Stdout are /dev/null; stderr goes to the log, for a panic's trace.
 	cmd.Stderr = logf
 
-	if err = cmd.Start(); err != nil {
-		ours[0].Close()
-		ours[1].Close()
-		return nil, nil, err
+	c, err := net.FileConn(ours) // a copy, non-blocking, so it takes a deadline
+	if err != nil {
+		return nil, failed(err)
+	} else if err = cmd.Start(); err != nil {
+		c.Close()
+		return nil, failed(err)
 	}
-	return cmd, &link{cmd.Process.Pid, ours[0], ours[1]}, nil
+	pair, word := c.(*net.UnixConn), make(chan error, 1)
+	go func() { word <- await(ctx, cmd, pair) }()
+	return &link{cmd.Process.Pid, pair}, word
 }
 
-// await waits for the new daemon's word on ctl: nil once it serves. At once when it exits, even if a child of
-// its still holds the pair; after 10s of silence; or when ctx ends (a stop during a reload).
-func await(ctx context.Context, cmd *exec.Cmd, ctl *net.UnixConn) error {
+// await waits for the new daemon's word on its pair: nil once it serves. Else it kills it with its process group, at
+// once if it exits (even if a child of its holds the pair), says why not, stays silent for 10s, or ctx ends.
+func await(ctx context.Context, cmd *exec.Cmd, pair *net.UnixConn) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no word from it in 10s"))
 	defer cancel()
-	context.AfterFunc(ctx, func() { ctl.SetReadDeadline(time.Now()) })
+	context.AfterFunc(ctx, func() { pair.SetReadDeadline(time.Now()) })
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()
-		ctl.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) // for its last word, not for a child's
+		pair.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) // for its last word, not for a child's
 		exited <- err
 	}()
 	msg := make([]byte, 4096)
-	n, _ := ctl.Read(msg)
+	n, _ := pair.Read(msg)
 	if msg = msg[:n]; string(msg) == readyMsg && ctx.Err() == nil {
 		return nil
 	}
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // its process group (a session leader's): a wrapper's children too
-	ctl.Close()
+	pair.Close()
 	status := <-exited
 	if ctx.Err() != nil {
 		return fmt.Errorf("start-up of pid %d stopped: %w", cmd.Process.Pid, context.Cause(ctx))
@@ -156,40 +141,33 @@ func daemon(pidPath, dir, logPath string) error {
 	if pidPath != "" {
 		pidf = os.NewFile(pidFD, pidPath)
 	}
-	var pair [2]*net.UnixConn // from the echod that started us: ctl, then moves
-	for i, fd := range []uintptr{ctlFD, movesFD} {
-		f := os.NewFile(fd, "pair")
-		c, err := net.FileConn(f)
-		if f.Close(); err != nil {
-			return err
-		}
-		pair[i] = c.(*net.UnixConn)
+	f := os.NewFile(pairFD, "pair")
+	c, err := net.FileConn(f) // to the echod that started us
+	if f.Close(); err != nil {
+		return err
 	}
-	parent := &link{os.Getppid(), pair[0], pair[1]}
+	parent := &link{os.Getppid(), c.(*net.UnixConn)}
 	ln, err := listenerAt(listenerFD)
 	if err == nil {
 		err = os.Chdir(dir) // ③更改工作目录
 	}
 	if err == nil {
-		err = run(ln, parent, pidf, func(ctx context.Context) (*link, <-chan error) { return reload(ctx, ln, pidf, logPath) })
+		err = run(ln, parent, pidf, func(ctx context.Context) (*link, <-chan error) { // 热重启
+			// Our log, too, anew by path: after logrotate, a failure's reason, and the new daemon, go to -log.
+			if f, err := openLog(logPath); err == nil {
+				syscall.Dup3(int(f.Fd()), 2, 0)
+				f.Close()
+			}
+			var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
+			syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
+			sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
+			return startDaemon(ctx, ln, pidf, os.Stderr) // as the first start did; run awaits its word
+		})
 	}
 	if err != nil {
-		if _, werr := fmt.Fprint(parent.ctl, err); werr == nil {
+		if _, werr := fmt.Fprint(parent, err); werr == nil {
 			return nil // our parent prints it, or logs it at a reload; not twice
 		}
 	}
 	return err
-}
-
-// reload is 热重启: it starts a new daemon as the first start did; run awaits its word, serving on.
-func reload(ctx context.Context, ln net.Listener, pidf *os.File, logPath string) (*link, <-chan error) {
-	// Our log, too, anew by path: after logrotate, a failure's reason, and the new daemon, go to -log.
-	if f, err := openLog(logPath); err == nil {
-		syscall.Dup3(int(f.Fd()), 2, 0)
-		f.Close()
-	}
-	var now syscall.Timespec // CLOCK_MONOTONIC (1), which RELOADING=1 carries
-	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1, uintptr(unsafe.Pointer(&now)), 0)
-	sdNotify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", now.Nano()/1e3))
-	return startDaemon(ctx, ln, pidf, os.Stderr)
 }

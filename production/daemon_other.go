@@ -8,7 +8,5 @@ import "errors"
 func isDaemon() bool                            { return false }
 func daemon(pidPath, dir, logPath string) error { return nil }
 func startDaemon(...any) (*link, <-chan error) {
-	word := make(chan error, 1)
-	word <- errors.New("daemon mode needs Linux; use -foreground")
-	return nil, word
+	return nil, failed(errors.New("daemon mode needs Linux; use -foreground"))
 }

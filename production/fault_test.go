@@ -165,7 +165,7 @@ var inProcess = sync.OnceValue(func() string {
 	if err != nil {
 		panic(err)
 	}
-	(&pool{jobs: make(chan job, 4), idle: 10 * time.Second}).serve(ln, nil, 4) // it serves until the tests end
+	(&pool{jobs: make(chan job, 4), idle: 10 * time.Second}).serve(ln, nil, 4, nil) // it serves until the tests end
 	return ln.Addr().String()
 })
 

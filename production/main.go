@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,10 +40,7 @@ func main() {
 	}
 	signal.Ignore(syscall.SIGPIPE)                                 // see ①; in every process: `echod | true` exits 0
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log file (see ④)
-	go notify()
-	err := launch()
-	close(notices)
-	if <-notified; err != nil { // what we told the manager last, STOPPING=1 say, is sent
+	if err := launch(); err != nil {
 		fmt.Fprintln(os.Stderr, "echod:", err)
 		os.Exit(1)
 	}
@@ -113,8 +109,7 @@ func launch() (err error) {
 	defer stop() // while we wait for the daemon's word, a signal must leave no daemon behind
 	next, word := startDaemon(ctx, ln, pidf, logf)
 	if err = <-word; err == nil {
-		next.ctl.Close() // and no order, and nothing to move at a first start: the daemon reads EOF
-		next.moves.Close()
+		next.Close() // no order, and nothing to move at a first start: the daemon reads EOF
 		fmt.Printf("echod: daemon pid %d listening on %s (log %s)\n", next.pid, ln.Addr(), *logPath)
 	}
 	return err
@@ -147,49 +142,51 @@ func listenerAt(fd int) (net.Listener, error) {
 
 const readyMsg = "ready\n" // from a new daemon; anything else, or EOF, is failure
 
-// A link joins two daemons by two socket pairs: on ctl the new one says ready, then takes the old one's orders
-// (nginx's channel); on moves it takes connections. An order never waits behind moves.
+// A link is the socket pair between two daemons, as nginx's channel: on it the new one says ready, and the old one
+// sends its orders (`stop N`, `reload`) and moves its connections. The new one reads at once whatever comes, so an
+// order waits for no move.
 type link struct {
-	pid        int
-	ctl, moves *net.UnixConn
+	pid int
+	*net.UnixConn
+}
+
+// failed is the word of a new daemon that could not be started.
+func failed(err error) <-chan error {
+	word := make(chan error, 1)
+	word <- err
+	return word
 }
 
 // run serves ln until a stop, or a reload hands over (reload is nil in -foreground). It is echod's one loop, as
 // tableflip's run(): signals, our successor's word and our predecessor's orders are events on channels; it alone
 // owns the state, and a start in progress is a state it is in (started), not a call it waits in.
 func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context) (*link, <-chan error)) error {
-	sigs, hup, orders := make(chan os.Signal, 3), make(chan os.Signal, 1), make(chan string)
+	sigs, hup, orders := make(chan os.Signal, 3), make(chan os.Signal, 1), make(chan int)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT) // for good: a second one cuts at once, cleanly
 	if reload != nil {
 		signal.Notify(hup, syscall.SIGHUP) // in -foreground, SIGHUP keeps its default, as a closed terminal's
 	}
 	p := &pool{jobs: make(chan job, *queue), idle: *idle}
-	var moves *net.UnixConn
-	if from != nil {
-		moves = from.moves
-		go readOrders(from.ctl, orders)
-	}
-	served := p.serve(ln, moves, *workers)              // before we say ready: ready means serving
+	served := p.serve(ln, from, *workers, orders)       // before we say ready: ready means serving
 	if err := writePID(pidf, os.Getpid()); err != nil { // only now may anyone signal us
 		return err
 	}
 	sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // MAINPID: a daemon is not what systemd started
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
 	if from != nil {
-		if _, err := io.WriteString(from.ctl, readyMsg); err != nil { // e.g., our parent was killed: nobody knows
+		if _, err := io.WriteString(from, readyMsg); err != nil { // e.g., our parent was killed: nobody knows
 			removePID(pidf)
 			return fmt.Errorf("telling our parent that we serve: %w", err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background()) // the starts' context, until we stop
+	ctx, cancel := context.WithCancel(context.Background()) // a start's, until we stop
 	defer cancel()
 	var (
-		stops, stopped  int          // how hard we are asked to stop, and have stopped: 1 gracefully, 2 at once
-		next            *link        // our successor: starting while started is not nil, then handed over to
-		started         <-chan error // its word: nil once it serves
-		handing         bool         // over to next: its connections move, and what we are told is next's
-		graceUp, linger <-chan time.Time
-		reloaded        = time.Now() // when the last reload began, then when its handover did
+		stops, stopped int              // how hard we are asked to stop, and have stopped: 1 gracefully, 2 at once
+		next           *link            // our successor: starting while started is not nil, then handed over to
+		started        <-chan error     // its word: nil once it serves
+		timer          <-chan time.Time // -grace's end at a stop; after the last move, the end of a linger
+		began          time.Time        // the handover's
 	)
 	for {
 		waitHUP := hup
@@ -199,54 +196,49 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		select {
 		case <-sigs:
 			stops++
-		case o := <-orders: // a stop passed on says how hard it is: under KillMode=control-group, we got one too
-			var n int
-			if _, err := fmt.Sscanf(o, "stop %d", &n); err != nil { // "reload": as a SIGHUP, coalescing with them
+		case n := <-orders: // a stop passed on says how hard: under KillMode=control-group, we had one too
+			if stops = max(stops, n); n == 0 { // reload, as a SIGHUP, coalescing with them
 				select {
 				case hup <- syscall.SIGHUP:
 				default:
 				}
 				continue
 			}
-			stops = max(stops, n)
 		case <-waitHUP:
-			if handing {
-				next.ctl.Write([]byte("reload")) // it runs the binary at the path now, and opens -log anew
-				continue
+			if next != nil { // handing over: next runs the binary at the path now, and opens -log anew
+				go io.WriteString(next, "reload") // orders may pass each other: each stands alone
+			} else {
+				next, started = reload(ctx)
 			}
-			reloaded = time.Now()
-			next, started = reload(ctx)
 			continue
 		case err := <-started:
-			started = nil
-			if err == nil && stopped == 0 {
-				slog.Info("handing over", "to", next.pid, "started_in", time.Since(reloaded).Round(time.Microsecond).String())
-				handing, reloaded = true, time.Now()
-				p.stop(ln, next.moves)
+			if started = nil; err == nil && stopped == 0 {
+				began = time.Now()
+				p.stop(ln, next.UnixConn)
 				continue
-			}
-			if err == nil { // it said ready as a stop came: it goes, and we stop
+			} else if err == nil { // it said ready as a stop came: it goes, and we stop
 				syscall.Kill(-next.pid, syscall.SIGKILL)
 			}
+			next = nil
 			writePID(pidf, os.Getpid())                               // it may have written its own
 			sdNotify(fmt.Sprintf("READY=1\nMAINPID=%d", os.Getpid())) // RELOADING=1 ends in READY=1, even at a stop
 			if stopped == 0 {
 				slog.Error("reload failed; serving on", "err", err)
 			}
 			continue
-		case <-graceUp:
+		case <-timer:
+			if next != nil {
+				return nil // the PID file is next's
+			}
 			p.release()
 			continue
-		case <-linger:
-			return nil // the PID file is next's
 		case <-served:
 			if started != nil && <-started == nil { // a start our stop ended: it is gone once started says so
 				syscall.Kill(-next.pid, syscall.SIGKILL)
-			}
-			if handing { // a signal on its way to us as we moved the last is passed on too
-				served, linger = nil, time.After(50*time.Millisecond)
+			} else if next != nil && started == nil { // a signal on its way to us is passed on too, for a moment
+				served, timer = nil, time.After(50*time.Millisecond)
 				slog.Info("stop", "handed_over_to", next.pid, "moved", p.moved.Load(), "cut", p.cut.Load(),
-					"moves_took", time.Since(reloaded).Round(time.Microsecond).String())
+					"took", time.Since(began).Round(time.Microsecond).String())
 				continue
 			}
 			removePID(pidf)
@@ -254,16 +246,13 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			return nil
 		}
 		// A stop: a signal, or one passed on.
-		if handing {
-			fmt.Fprintf(next.ctl, "stop %d", stops) // whoever signalled us meant next: a message, no signal
-			if stops > 1 {
-				next.moves.Close() // and what we could not move yet is cut, even if next takes nothing
-			}
+		if next != nil && started == nil {
+			go fmt.Fprintf(next, "stop %d", stops) // whoever signalled us meant next: a message, no signal
 			continue
 		}
 		if stops > 0 && stopped == 0 {
 			cancel() // and with it a start in progress: started says when it is gone
-			stopped, graceUp = 1, time.After(*grace)
+			stopped, timer = 1, time.After(*grace)
 			slog.Info("stopping", "open", p.open.Load(), "grace", *grace, "then", "a second SIGTERM or Ctrl-C cuts them")
 			sdNotify("STOPPING=1")
 			p.stop(ln, nil)
@@ -272,21 +261,10 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			stopped = 2
 			slog.Info("stopping at once", "open", p.open.Load())
 			p.release()
-			if moves != nil {
-				moves.Close() // and take nothing more: our predecessor cuts what it still holds
+			if from != nil {
+				from.Close() // and take nothing more: our predecessor cuts what it still holds
 			}
 		}
-	}
-}
-
-// readOrders passes what our predecessor tells us to the loop, until it is gone.
-func readOrders(ctl *net.UnixConn, orders chan<- string) {
-	for b := make([]byte, 32); ; {
-		n, err := ctl.Read(b)
-		if err != nil {
-			return
-		}
-		orders <- string(b[:n])
 	}
 }
 
@@ -296,7 +274,6 @@ type pool struct {
 	idle             time.Duration
 	letGo            context.Context
 	release          context.CancelFunc
-	cutAt            time.Time     // when a Write in progress as the pool lets go ends: at once, at a reload
 	to               *net.UnixConn // where connections move; nil at a stop
 	open, moved, cut atomic.Int64
 }
@@ -308,7 +285,7 @@ type job struct {
 }
 
 // serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
-func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int) <-chan struct{} {
+func (p *pool) serve(ln net.Listener, from *link, workers int, orders chan<- int) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
 	var busy, feeding sync.WaitGroup
 	for range workers {
@@ -316,7 +293,7 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int) <-chan st
 	}
 	feeding.Go(func() { p.accept(ln) }) // at once, as our predecessor moves: new clients do not wait for it
 	if from != nil {
-		feeding.Go(func() { p.receive(from) })
+		feeding.Go(func() { p.receive(from, orders) })
 	}
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
@@ -334,9 +311,8 @@ func (p *pool) serve(ln net.Listener, from *net.UnixConn, workers int) <-chan st
 // With a pair to a new daemon, it lets go at once: each connection moves, in service first, then the queue, in order.
 func (p *pool) stop(ln net.Listener, to *net.UnixConn) {
 	ln.Close() // new clients are refused, or, at a reload, wait in the backlog for the new daemon
-	p.to, p.cutAt = to, time.Now()
-	if to != nil {
-		to.SetWriteDeadline(p.cutAt.Add(10 * time.Second)) // the pair's own bound, for a new daemon that stops reading
+	if p.to = to; to != nil {
+		to.SetWriteDeadline(time.Now().Add(10 * time.Second)) // the pair's own bound, for a new daemon that stops reading
 		p.release()
 	}
 }
@@ -389,11 +365,8 @@ var errLetGo = errors.New("let go at a safe point")
 
 // echo sends back what j sends until it half-closes (RFC 862) or the pool lets go; -idle frees it of a silent client.
 func (p *pool) echo(j *job, buf []byte) error {
-	defer context.AfterFunc(p.letGo, func() {
-		j.SetReadDeadline(time.Now()) // a Read returns at once; a Write too at a reload, and after -grace at a stop
-		j.SetWriteDeadline(p.cutAt)
-	})()
-	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
+	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })() // a Read or a Write returns at once
+	heard, err := time.Now().Add(-j.silent), error(nil)                      // -idle counts its client's silence, never its wait
 	j.SetDeadline(heard.Add(p.idle + p.idle/8))
 	if len(j.unsent) > 0 {
 		err = p.write(j, j.unsent)
@@ -433,17 +406,17 @@ func (p *pool) write(j *job, b []byte) error {
 func send(to *net.UnixConn, j *job) error {
 	sc, err := j.Conn.(*net.TCPConn).SyscallConn() // not File(), which would make it blocking
 	if err == nil {
-		msg := fmt.Appendf(nil, "%d\n%s", j.silent.Microseconds(), j.unsent)
+		msg := fmt.Appendf(nil, "move %d\n%s", j.silent.Microseconds(), j.unsent)
 		err = cmp.Or(sc.Control(func(fd uintptr) { _, _, err = to.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil) }), err)
 	}
 	return err
 }
 
-// receive takes every connection our predecessor moves at once, whatever our queue holds: those it cannot queue
-// yet wait in taken, in the order they came. They wait for a worker there, as they would have in our predecessor.
-func (p *pool) receive(from *net.UnixConn) {
+// receive takes what our predecessor sends, until its EOF, or our Close at a stop: its orders, and at once each
+// connection it moves, whatever our queue holds. Those the queue cannot take yet wait in taken, in order.
+func (p *pool) receive(from *link, orders chan<- int) {
 	in := make(chan job)
-	go p.take(from, in)
+	go p.take(from, in, orders)
 	var taken []job
 	for in != nil || len(taken) > 0 {
 		jobs, first := chan job(nil), job{}
@@ -463,25 +436,27 @@ func (p *pool) receive(from *net.UnixConn) {
 	}
 }
 
-// take reads what our predecessor moves, until its EOF, or until we close the pair at a stop.
-func (p *pool) take(from *net.UnixConn, in chan<- job) {
+func (p *pool) take(from *link, in chan<- job, orders chan<- int) {
+	defer close(in)
 	msg, oob := make([]byte, 40<<10), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
 	took, lost, why := 0, 0, error(nil)
 	for {
 		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
-		silent, unsent, _ := bytes.Cut(msg[:n], []byte("\n"))
-		us, _ := strconv.ParseInt(string(silent), 10, 64)
 		if err != nil || n == 0 {
 			break
+		}
+		what, num := "", int64(0)
+		fmt.Sscan(string(msg[:n]), &what, &num)
+		if _, unsent, _ := bytes.Cut(msg[:n], []byte("\n")); what == "stop" || what == "reload" {
+			orders <- int(num) // 0: reload
 		} else if c, err := movedConn(oob[:oobn]); err != nil {
 			lost, why = lost+1, err
 		} else {
 			took++
 			p.open.Add(1)
-			in <- job{c, time.Duration(us) * time.Microsecond, bytes.Clone(unsent)}
+			in <- job{c, time.Duration(num) * time.Microsecond, bytes.Clone(unsent)}
 		}
 	}
-	close(in)
 	if took > 0 { // none at a first start
 		slog.Info("moved in", "conns", took)
 	}
@@ -505,33 +480,20 @@ func movedConn(oob []byte) (net.Conn, error) {
 	return net.FileConn(f)
 }
 
-var notices, notified = make(chan string, 8), make(chan struct{})
+var notifyFailed sync.Once
 
-// sdNotify tells the service manager our state (sd_notify(3)), if it listens: notify sends it, so that a manager
-// that does not read never stops the loop.
+// sdNotify tells the service manager our state (sd_notify(3)), if it listens: at once or not at all, without
+// waiting on a manager that does not read, which must never hold up the loop.
 func sdNotify(state string) {
-	if os.Getenv("NOTIFY_SOCKET") != "" {
-		notices <- state
-	}
-}
-
-// notify sends what sdNotify queues, in order, until main closes notices.
-func notify() {
-	defer close(notified)
-	for failed := false; ; {
-		state, ok := <-notices
-		if !ok {
-			return
-		}
-		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET")) // Go reads a leading @ as abstract, as systemd
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
 		if err == nil {
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			_, err = c.Write([]byte(state))
-			c.Close()
+			syscall.SetNonblock(fd, true)
+			err = syscall.Sendto(fd, []byte(state), 0, &syscall.SockaddrUnix{Name: addr}) // @: abstract, as systemd's
+			syscall.Close(fd)
 		}
-		if err != nil && !failed {
-			failed = true
-			slog.Warn("sd_notify", "err", err)
+		if err != nil {
+			notifyFailed.Do(func() { slog.Warn("sd_notify", "err", err) })
 		}
 	}
 }

@@ -398,11 +398,11 @@ func init() {
 // to be killed.
 func deadEnd() {
 	if os.Getenv(deadEndEnv) == "closed" {
-		syscall.Shutdown(movesFD, syscall.SHUT_RD)
+		syscall.Shutdown(pairFD, syscall.SHUT_RD)
 	}
 	writePID(os.NewFile(pidFD, "pid"), os.Getpid())
 	if os.Getenv(deadEndEnv) != "silent" {
-		syscall.Write(ctlFD, []byte(readyMsg))
+		syscall.Write(pairFD, []byte(readyMsg))
 	}
 	time.Sleep(time.Minute)
 }
