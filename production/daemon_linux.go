@@ -48,7 +48,8 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (*li
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "pair"), os.NewFile(uintptr(fds[1]), "pair")
 	defer ours.Close()
-	defer theirs.Close()                                            // the daemon's once it started: our read ends at EOF once it is gone
+	defer theirs.Close() // the daemon's, once it started: we read EOF once it is gone
+
 	if _, _, e := syscall.Syscall(436, 3, ^uintptr(0), 4); e != 0 { // close_range(3, ~0, CLOEXEC): a shell's fd 251 too
 		return nil, failed(fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e))
 	}

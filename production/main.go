@@ -55,15 +55,11 @@ func checkFlags() error {
 	case flag.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	case err != nil:
-		return fmt.Errorf("-addr: %v", err)
-	case *workers < 1 || *workers > 10000:
-		return errors.New("-workers must be 1 to 10000")
-	case *queue < 0 || *queue > 100000:
-		return errors.New("-queue must be 0 to 100000")
-	case *idle <= 0 || *idle > 100000*time.Hour: // idle + idle/8 must not overflow
-		return errors.New("-idle must be > 0 and at most 100000h")
-	case *grace < 0:
-		return errors.New("-grace must be >= 0")
+		return fmt.Errorf("-addr: %v; want host:port, such as 127.0.0.1:8080", err)
+	case *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000:
+		return errors.New("want -workers 1 to 10000, such as 64, and -queue 0 to 100000")
+	case *idle <= 0 || *idle > 100000*time.Hour || *grace < 0: // idle + idle/8 must not overflow
+		return errors.New("want -idle above 0 and at most 100000h, such as 1m, and -grace 0 or more, such as 5s")
 	}
 	return nil
 }
@@ -293,7 +289,7 @@ func (p *pool) serve(ln net.Listener, from *link, workers int, orders chan<- int
 	}
 	feeding.Go(func() { p.accept(ln) }) // at once, as our predecessor moves: new clients do not wait for it
 	if from != nil {
-		feeding.Go(func() { p.receive(from, orders) })
+		feeding.Go(func() { p.receive(from, workers, orders) })
 	}
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
@@ -338,14 +334,9 @@ func (p *pool) accept(ln net.Listener) {
 // worker serves a connection at a time, like a pool thread of the post's, with one buffer (16 KiB cost 50% more CPU).
 func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
-	for p.letGo.Err() == nil {
-		select {
-		case <-p.letGo.Done(): // what is queued is serve's now, to keep its order
-		case j, ok := <-p.jobs:
-			if !ok {
-				return
-			}
-			p.end(&j, p.echo(&j, buf))
+	for j := range p.jobs {
+		if p.end(&j, p.echo(&j, buf)); p.letGo.Err() != nil {
+			return // what is queued is serve's now, to keep its order
 		}
 	}
 }
@@ -365,8 +356,9 @@ var errLetGo = errors.New("let go at a safe point")
 
 // echo sends back what j sends until it half-closes (RFC 862) or the pool lets go; -idle frees it of a silent client.
 func (p *pool) echo(j *job, buf []byte) error {
-	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })() // a Read or a Write returns at once
-	heard, err := time.Now().Add(-j.silent), error(nil)                      // -idle counts its client's silence, never its wait
+	// When the pool lets go, a Read or a Write returns at once.
+	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })()
+	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
 	j.SetDeadline(heard.Add(p.idle + p.idle/8))
 	if len(j.unsent) > 0 {
 		err = p.write(j, j.unsent)
@@ -412,27 +404,13 @@ func send(to *net.UnixConn, j *job) error {
 	return err
 }
 
-// receive takes what our predecessor sends, until its EOF, or our Close at a stop: its orders, and at once each
-// connection it moves, whatever our queue holds. Those the queue cannot take yet wait in taken, in order.
-func (p *pool) receive(from *link, orders chan<- int) {
-	in := make(chan job)
+// receive queues what our predecessor moves, in order. in takes at once as many as it can hold (its pool and
+// queue, twice over, as ours), so take never waits for a worker, nor an order behind a move.
+func (p *pool) receive(from *link, workers int, orders chan<- int) {
+	in := make(chan job, 2*(workers+cap(p.jobs)+1))
 	go p.take(from, in, orders)
-	var taken []job
-	for in != nil || len(taken) > 0 {
-		jobs, first := chan job(nil), job{}
-		if len(taken) > 0 {
-			jobs, first = p.jobs, taken[0]
-		}
-		select {
-		case j, ok := <-in:
-			if !ok {
-				in = nil
-				continue
-			}
-			taken = append(taken, j)
-		case jobs <- first:
-			taken = taken[1:]
-		}
+	for j := range in {
+		p.jobs <- j
 	}
 }
 

@@ -207,15 +207,15 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-workers", "0"}, "echod: -workers must be 1 to 10000"},
-		{[]string{"-workers", "1000000000"}, "echod: -workers must be 1 to 10000"},
-		{[]string{"-queue", "-1"}, "echod: -queue must be 0 to 100000"},
-		{[]string{"-queue", "100000000000000"}, "echod: -queue must be 0 to 100000"},
-		{[]string{"-idle", "0s"}, "echod: -idle must be > 0 and at most 100000h (echod -h lists the flags)\n"},
-		{[]string{"-grace", "-1s"}, "echod: -grace must be >= 0"},
-		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address"},
+		{[]string{"-workers", "0"}, "echod: want -workers 1 to 10000, such as 64, and -queue 0 to 100000"},
+		{[]string{"-workers", "1000000000"}, "echod: want -workers 1 to 10000, such as 64, and -queue 0 to 100000"},
+		{[]string{"-queue", "-1"}, "echod: want -workers 1 to 10000, such as 64, and -queue 0 to 100000"},
+		{[]string{"-queue", "100000000000000"}, "echod: want -workers 1 to 10000, such as 64, and -queue 0 to 100000"},
+		{[]string{"-idle", "0s"}, "echod: want -idle above 0 and at most 100000h, such as 1m, and -grace 0 or more, such as 5s (echod -h lists the flags)\n"},
+		{[]string{"-grace", "-1s"}, "echod: want -idle above 0 and at most 100000h, such as 1m, and -grace 0 or more"},
+		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address; want host:port"},
 		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
-		{[]string{"-idle", "2500000h"}, "echod: -idle must be > 0 and at most 100000h"},
+		{[]string{"-idle", "2500000h"}, "echod: want -idle above 0 and at most 100000h"},
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},
 		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
 	} {

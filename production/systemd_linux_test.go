@@ -552,7 +552,8 @@ func TestSystemd(t *testing.T) {
 
 // testSystemd is TestSystemd under one suite's systemd: start, reload under
 // clients, an upgrade in place, log rotation, a reload that fails, stop,
-// socket activation, and a start that fails.
+// a new daemon killed after it said ready, socket activation, and a start
+// that fails.
 func testSystemd(t *testing.T, suite string) {
 	units := readmeUnits(t)
 	c := bootSystemd(t, suite)
@@ -725,6 +726,72 @@ func testSystemd(t *testing.T, suite string) {
 		}
 		if out, err := c.sh(t, "test -e /run/echod/echod.pid || ls /run/echod"); err == nil {
 			t.Errorf("PID file left after stop: %s", out)
+		}
+	})
+	// A new daemon that said ready IS the service: if it dies then, after the handover or in the middle of
+	// it, that is a crash like any other, and Restart= brings the unit back (a new MainPID, active,
+	// NRestarts grown, serving). In the middle: a client that does not read holds the old daemon in its
+	// move until -grace (5s), so the unit is back only once the old daemon has gone too.
+	t.Run("new daemon dies", func(t *testing.T) {
+		for _, unit := range []string{"echod-daemon", "echod-daemon-notify"} {
+			t.Run(unit, func(t *testing.T) {
+				install(t, unit+".service")
+				c.must(t, "systemctl start "+unit)
+				defer func() {
+					if t.Failed() {
+						journal, _ := c.sh(t, "journalctl --no-pager -n 30 -u "+unit+"; tail -8 /var/log/echod/echod.log")
+						t.Logf("%s", journal)
+					}
+				}()
+				for _, during := range []bool{false, true} {
+					old := c.show(t, unit, "MainPID")
+					restarts, _ := strconv.Atoi(c.show(t, unit, "NRestarts"))
+					within := 5 * time.Second
+					if !during {
+						c.must(t, "systemctl reload "+unit) // forking: returns once the old daemon has gone
+						echotest.Poll(t, 15*time.Second, "the old daemon did not go", func() bool {
+							_, err := c.sh(t, "kill -0 "+old)
+							return err != nil
+						})
+					} else {
+						within += 5 * time.Second // the old daemon's -grace
+						stuck := c.netCmd("bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080; head -c 200000000 /dev/zero >&3")
+						if err := stuck.Start(); err != nil {
+							t.Fatal(err)
+						}
+						defer func() { stuck.Process.Kill(); stuck.Wait() }()
+						echotest.Poll(t, 10*time.Second, "the old daemon's Write never blocked", func() bool {
+							out, _ := c.sh(t, `awk '$2 ~ /:1F90$/ && ($5 "") > "00100000:"' /proc/net/tcp`)
+							return out != ""
+						})
+						c.must(t, "systemctl reload --no-block "+unit)
+						// Handing over: the new daemon said ready, so the old one closed its listener.
+						echotest.Poll(t, 15*time.Second, "the old daemon never closed its listener", func() bool {
+							_, err := c.sh(t, `ino=$(awk '$2 ~ /:1F90$/ && $4 == "0A" {print $10}' /proc/net/tcp)
+								[ -n "$ino" ] && ! ls -l /proc/`+old+`/fd | grep -q "socket:\[$ino\]"`)
+							return err == nil
+						})
+					}
+					next := c.must(t, "cat /run/echod/echod.pid")
+					if next == old {
+						t.Fatalf("the PID file still names the old daemon, %s", old)
+					}
+					if _, err := c.sh(t, "kill -0 "+old); during && err != nil {
+						t.Fatal("the old daemon did not wait for the client that does not read")
+					}
+					c.must(t, "kill -9 "+next)
+					begin := time.Now()
+					var main string
+					echotest.Poll(t, within, fmt.Sprintf("%s did not come back after its new daemon %s died", unit, next), func() bool {
+						main = c.show(t, unit, "MainPID")
+						n, _ := strconv.Atoi(c.show(t, unit, "NRestarts"))
+						return main != "0" && main != old && main != next && n > restarts && c.show(t, unit, "ActiveState") == "active"
+					})
+					echo(t, "served again after the new daemon died")
+					t.Logf("new daemon %s killed %s: MainPID %s -> %s, serving again in %v",
+						next, map[bool]string{false: "after the handover", true: "during it"}[during], old, main, time.Since(begin).Round(time.Millisecond))
+				}
+			})
 		}
 	})
 	t.Run("notify", func(t *testing.T) {
