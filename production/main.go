@@ -266,7 +266,7 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 
 // A pool is the post's ThreadPool<TASK>, without the singleton: workers serve the jobs accept and receive queue.
 type pool struct {
-	jobs             chan job
+	jobs, moving     chan job
 	idle             time.Duration
 	letGo            context.Context
 	release          context.CancelFunc
@@ -275,14 +275,16 @@ type pool struct {
 }
 
 type job struct {
-	net.Conn
-	silent time.Duration // how long its client had been silent when it was last let go: its -idle moves with it
-	unsent []byte        // what a Write had not sent when it moved: the next daemon sends it first
+	net.Conn // nil until a worker takes a moved one: it has only fd (FileConn costs 30µs, most of a move)
+	fd       int
+	silent   time.Duration // how long its client had been silent when it was last let go: its -idle moves with it
+	unsent   []byte        // what a Write had not sent when it moved: the next daemon sends it first
 }
 
 // serve starts the workers and feeds them from ln and from; served closes once all is served, moved or cut.
 func (p *pool) serve(ln net.Listener, from *link, workers int, orders chan<- int) <-chan struct{} {
 	p.letGo, p.release = context.WithCancel(context.Background())
+	p.moving = make(chan job, workers)
 	var busy, feeding sync.WaitGroup
 	for range workers {
 		busy.Go(p.worker)
@@ -295,7 +297,11 @@ func (p *pool) serve(ln net.Listener, from *link, workers int, orders chan<- int
 	served := make(chan struct{})
 	go func() {
 		busy.Wait()
-		for j := range p.jobs { // what the workers left when the pool let go, in the order it came
+		close(p.moving)
+		for j := range p.moving { // those in service, then the queue, in order, from one goroutine
+			p.end(&j, errLetGo)
+		}
+		for j := range p.jobs {
 			p.end(&j, errLetGo)
 		}
 		close(served)
@@ -335,7 +341,12 @@ func (p *pool) accept(ln net.Listener) {
 func (p *pool) worker() {
 	buf := make([]byte, 32<<10)
 	for j := range p.jobs {
-		if p.end(&j, p.echo(&j, buf)); p.letGo.Err() != nil {
+		if err := p.echo(&j, buf); err == errLetGo && p.to != nil {
+			p.moving <- j
+		} else {
+			p.end(&j, err)
+		}
+		if p.letGo.Err() != nil {
 			return // what is queued is serve's now, to keep its order
 		}
 	}
@@ -348,7 +359,11 @@ func (p *pool) end(j *job, err error) {
 	} else if err != nil && p.letGo.Err() != nil {
 		p.cut.Add(1) // e.g., its client stopped reading, or the new daemon is gone
 	}
-	j.Close() // after a move, the new daemon holds the socket
+	if j.Conn != nil {
+		j.Close() // after a move, the new daemon holds the socket
+	} else {
+		syscall.Close(j.fd)
+	}
 	p.open.Add(-1)
 }
 
@@ -356,6 +371,11 @@ var errLetGo = errors.New("let go at a safe point")
 
 // echo sends back what j sends until it half-closes (RFC 862) or the pool lets go; -idle frees it of a silent client.
 func (p *pool) echo(j *job, buf []byte) error {
+	if j.Conn == nil {
+		if err := j.adopt(); err != nil {
+			return err // its client sees EOF
+		}
+	}
 	// When the pool lets go, a Read or a Write returns at once.
 	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })()
 	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
@@ -395,11 +415,16 @@ func (p *pool) write(j *job, b []byte) error {
 }
 
 // send moves j (传递文件描述符): SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
-func send(to *net.UnixConn, j *job) error {
+func send(to *net.UnixConn, j *job) (err error) {
+	msg := fmt.Appendf(nil, "move %d\n%s", j.silent.Microseconds(), j.unsent)
+	write := func(fd uintptr) { _, _, err = to.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil) }
+	if j.Conn == nil { // moved in, not served yet
+		write(uintptr(j.fd))
+		return err
+	}
 	sc, err := j.Conn.(*net.TCPConn).SyscallConn() // not File(), which would make it blocking
 	if err == nil {
-		msg := fmt.Appendf(nil, "move %d\n%s", j.silent.Microseconds(), j.unsent)
-		err = cmp.Or(sc.Control(func(fd uintptr) { _, _, err = to.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil) }), err)
+		err = cmp.Or(sc.Control(write), err)
 	}
 	return err
 }
@@ -417,7 +442,7 @@ func (p *pool) receive(from *link, workers int, orders chan<- int) {
 func (p *pool) take(from *link, in chan<- job, orders chan<- int) {
 	defer close(in)
 	msg, oob := make([]byte, 40<<10), make([]byte, syscall.CmsgSpace(4)) // SOCK_SEQPACKET: one descriptor a message
-	took, lost, why := 0, 0, error(nil)
+	took, lost := 0, 0
 	for {
 		n, oobn, _, _, err := from.ReadMsgUnix(msg, oob) // with MSG_CMSG_CLOEXEC
 		if err != nil || n == 0 {
@@ -425,37 +450,37 @@ func (p *pool) take(from *link, in chan<- job, orders chan<- int) {
 		}
 		what, num := "", int64(0)
 		fmt.Sscan(string(msg[:n]), &what, &num)
+		msgs, _ := syscall.ParseSocketControlMessage(oob[:oobn])
 		if _, unsent, _ := bytes.Cut(msg[:n], []byte("\n")); what == "stop" || what == "reload" {
 			orders <- int(num) // 0: reload
-		} else if c, err := movedConn(oob[:oobn]); err != nil {
-			lost, why = lost+1, err
-		} else {
+		} else if len(msgs) != 1 { // past our descriptor limit, the kernel dropped it (MSG_CTRUNC)
+			lost++
+		} else if fds, err := syscall.ParseUnixRights(&msgs[0]); err == nil {
 			took++
 			p.open.Add(1)
-			in <- job{c, time.Duration(num) * time.Microsecond, bytes.Clone(unsent)}
+			in <- job{fd: fds[0], silent: time.Duration(num) * time.Microsecond, unsent: bytes.Clone(unsent)}
 		}
 	}
 	if took > 0 { // none at a first start
 		slog.Info("moved in", "conns", took)
 	}
 	if lost > 0 {
-		slog.Warn("could not take moved connections; their clients see EOF", "conns", lost, "err", why)
+		slog.Warn("could not take moved connections; their clients see EOF", "conns", lost, "err", "out of descriptors")
 	}
 }
 
-// movedConn takes a move's descriptor. Past our limit, the kernel drops it (MSG_CTRUNC) or FileConn cannot dup it.
-func movedConn(oob []byte) (net.Conn, error) {
-	msgs, _ := syscall.ParseSocketControlMessage(oob)
-	if len(msgs) != 1 {
-		return nil, errors.New("no descriptor came (MSG_CTRUNC): we are out of them")
-	}
-	fds, err := syscall.ParseUnixRights(&msgs[0])
+// adopt makes a moved connection's descriptor a net.Conn, or closes it: FileConn needs a copy, which at our
+// descriptor limit fails (EMFILE).
+func (j *job) adopt() error {
+	f := os.NewFile(uintptr(j.fd), "moved")
+	defer f.Close()
+	c, err := net.FileConn(f)
 	if err != nil {
-		return nil, err
+		j.fd = -1 // closed with f
+		slog.Warn("could not take a moved connection; its client sees EOF", "err", err)
 	}
-	f := os.NewFile(uintptr(fds[0]), "moved")
-	defer f.Close() // the conn has a copy
-	return net.FileConn(f)
+	j.Conn = c
+	return err
 }
 
 var notifyFailed sync.Once
