@@ -188,7 +188,7 @@ func TestClientTimeout(t *testing.T) {
 }
 
 // TestClientSlowReply talks to a server that echoes a 100-byte line a byte
-// every 20ms, 2s in all: -timeout 1s bounds a stall, so the reply arrives.
+// every 40ms, 4s in all: -timeout 3s bounds a stall, so the reply arrives.
 // (500ms was too close on a busy machine: a pause of the server's can pass it.)
 func TestClientSlowReply(t *testing.T) {
 	t.Parallel() // it mostly waits: on the server's pace, or for -grace
@@ -196,12 +196,12 @@ func TestClientSlowReply(t *testing.T) {
 		defer c.Close()
 		b, _ := io.ReadAll(c)
 		for i := range b {
-			time.Sleep(20 * time.Millisecond) // the server's pace, not a wait for an event
+			time.Sleep(40 * time.Millisecond) // the server's pace, not a wait for an event: 4s in all
 			c.Write(b[i : i+1])
 		}
 	})
 	line := strings.Repeat("x", 99) + "\n"
-	out, errOut, code := runClient(t, line, append([]string{"-timeout", "1s", "-retries", "0"}, hostPort(t, addr)...)...)
+	out, errOut, code := runClient(t, line, append([]string{"-timeout", "3s", "-retries", "0"}, hostPort(t, addr)...)...)
 	if code != 0 || out != line {
 		t.Errorf("exit %d, stdout %q, stderr %q; want the whole line", code, out, errOut)
 	}

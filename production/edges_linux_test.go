@@ -174,6 +174,7 @@ func TestReloadOutOfDescriptors(t *testing.T) {
 // service still has the new daemon's worker, and the queue is served in the
 // order it was accepted. A race between workers got this wrong 2 runs in 3.
 func TestReloadKeepsOrder(t *testing.T) {
+	t.Parallel() // it mostly waits
 	for range 4 {
 		dir := t.TempDir()
 		pid, _, held, queued := heldAndQueued(t, dir)
@@ -268,6 +269,7 @@ func TestReloadStartDirGone(t *testing.T) {
 // TestReloadKeepsIdleClock reloads every so often while a client is silent:
 // -idle counts from when it was last heard, not from the last move.
 func TestReloadKeepsIdleClock(t *testing.T) {
+	t.Parallel() // it mostly waits
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-idle", "2s")
 	c := echotest.Dial(t, addr)
@@ -361,6 +363,7 @@ func TestReloadStopDuringStart(t *testing.T) {
 // SIGHUP and SIGTERM: the stop ends the start, and comes before the SIGHUP
 // that waited with it, so the old daemon stops without starting another.
 func TestReloadStopBeforeHUP(t *testing.T) {
+	t.Parallel() // it mostly waits
 	for range 4 { // the loop's select picks at random among ready channels
 		dir := t.TempDir()
 		pid, _, childPID := slowReload(t, dir)

@@ -327,6 +327,7 @@ func TestMoveFailedReload(t *testing.T) {
 // each new daemon holds as many descriptors as the first daemon did, one for
 // each connection it took, and no more.
 func TestMoveLeaksNoDescriptor(t *testing.T) {
+	t.Parallel() // it mostly waits
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir)
 	for range 16 {

@@ -385,6 +385,7 @@ func TestReloadThenStop(t *testing.T) {
 // SIGTERM and resumes the old one: whichever of the two it sees first, both
 // daemons stop, the PID file goes, and the log never says "serving on".
 func TestReloadStopPending(t *testing.T) {
+	t.Parallel() // it mostly waits
 	for i := range 4 {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			dir := t.TempDir()
@@ -420,6 +421,7 @@ func TestReloadStopPending(t *testing.T) {
 // and names it, or shows the log's reason for a failure. The daemon's files
 // are not where make runs: PIDFILE and LOG name them.
 func TestMakeReload(t *testing.T) {
+	t.Parallel() // it mostly waits
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
 	os.Mkdir(run, 0o755)

@@ -192,6 +192,7 @@ func freePort(t *testing.T) string {
 // start-stop-daemon, which waits for READY=1: it returns 0 only once echod
 // serves, and fails when the port is taken, since READY=1 never comes.
 func TestStartStopDaemonNotify(t *testing.T) {
+	t.Parallel() // it mostly waits
 	echotest.NeedTool(t, "start-stop-daemon", "dpkg")
 	dir := t.TempDir()
 	echotest.CleanupDaemons(t, dir)
@@ -246,6 +247,7 @@ func dialActivator(t *testing.T, addr string) *net.TCPConn {
 // echod at the first connection: echod serves that connection on the port it
 // was given, and never binds its -addr.
 func TestSocketActivation(t *testing.T) {
+	t.Parallel() // it mostly waits
 	dir := t.TempDir()
 	port, other := freePort(t), freePort(t)
 	cmd := activate(t, dir, nil, []string{port}, "-foreground", "-addr", other)
@@ -272,6 +274,7 @@ func TestSocketActivation(t *testing.T) {
 // process takes the socket and hands it to the daemon, which keeps it
 // across a reload.
 func TestSocketActivationDaemon(t *testing.T) {
+	t.Parallel() // it mostly waits
 	dir := t.TempDir()
 	port := freePort(t)
 	cmd := activate(t, dir, nil, []string{port})
