@@ -653,3 +653,24 @@ func TestMakeReloadWhileStopping(t *testing.T) {
 	c.Close()
 	awaitAllGone(t, dir, 5*time.Second, pid)
 }
+
+// TestReloadAtOnceWithHungPredecessor stops a new daemon at once while its
+// predecessor is frozen (SIGSTOP) before the handover: the new daemon must
+// not wait for moves that may never come. It closes its end of the socket
+// pair, and goes.
+func TestReloadAtOnceWithHungPredecessor(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pid, _, childPID := slowReload(t, dir)
+	syscall.Kill(pid, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	os.Remove(filepath.Join(dir, "slow"))
+	child := echotest.ReadPID(t, childPID)
+	awaitLog(t, dir, fmt.Sprintf("pid=%d", child)) // its start line: it serves, and waits for moves
+	syscall.Kill(child, syscall.SIGTERM)
+	awaitLog(t, dir, "msg=stopping")
+	syscall.Kill(child, syscall.SIGTERM)
+	begin := time.Now()
+	echotest.Poll(t, 5*time.Second, "the new daemon waits for a frozen predecessor", func() bool { return !echotest.Alive(child) })
+	t.Logf("gone %v after the second SIGTERM", time.Since(begin).Round(time.Millisecond))
+}
