@@ -363,7 +363,7 @@ func TestReloadStopDuringStart(t *testing.T) {
 // SIGHUP and SIGTERM: the stop ends the start, and comes before the SIGHUP
 // that waited with it, so the old daemon stops without starting another.
 func TestReloadStopBeforeHUP(t *testing.T) {
-	t.Parallel() // it mostly waits
+	t.Parallel()  // it mostly waits
 	for range 4 { // the loop's select picks at random among ready channels
 		dir := t.TempDir()
 		pid, _, childPID := slowReload(t, dir)
