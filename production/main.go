@@ -183,6 +183,7 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		started        <-chan error     // its word: nil once it serves
 		timer          <-chan time.Time // -grace's end at a stop; after the last move, the end of a linger
 		began          time.Time        // the handover's
+		passed         sync.WaitGroup   // orders on their way to next
 	)
 	for {
 		waitHUP := hup
@@ -202,7 +203,8 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			}
 		case <-waitHUP:
 			if next != nil { // handing over: next runs the binary at the path now, and opens -log anew
-				go io.WriteString(next, "reload") // orders may pass each other: each stands alone
+				to := next
+				passed.Go(func() { io.WriteString(to, "reload") }) // orders may pass each other: each stands alone
 			} else {
 				next, started = reload(ctx)
 			}
@@ -223,10 +225,14 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			}
 			continue
 		case <-timer:
-			if next != nil {
-				return nil // the PID file is next's
+			if next != nil && len(sigs) > 0 {
+				timer = time.After(time.Millisecond) // a signal that came with the end of the linger is passed on first
+			} else if next != nil {
+				passed.Wait() // what we passed on has gone
+				return nil    // the PID file is next's
+			} else {
+				p.release()
 			}
-			p.release()
 			continue
 		case <-served:
 			if started != nil && <-started == nil { // a start our stop ended: it is gone once started says so
@@ -243,7 +249,8 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		}
 		// A stop: a signal, or one passed on.
 		if next != nil && started == nil {
-			go fmt.Fprintf(next, "stop %d", stops) // whoever signalled us meant next: a message, no signal
+			to, n := next, stops
+			passed.Go(func() { fmt.Fprintf(to, "stop %d", n) }) // whoever signalled us meant next: a message, no signal
 			continue
 		}
 		if stops > 0 && stopped == 0 {
@@ -291,7 +298,7 @@ func (p *pool) serve(ln net.Listener, from *link, workers int, orders chan<- int
 	}
 	feeding.Go(func() { p.accept(ln) }) // at once, as our predecessor moves: new clients do not wait for it
 	if from != nil {
-		feeding.Go(func() { p.receive(from, workers, orders) })
+		feeding.Go(func() { p.receive(from, orders) })
 	}
 	go func() { feeding.Wait(); close(p.jobs) }()
 	served := make(chan struct{})
@@ -429,13 +436,27 @@ func send(to *net.UnixConn, j *job) (err error) {
 	return err
 }
 
-// receive queues what our predecessor moves, in order. in takes at once as many as it can hold (its pool and
-// queue, twice over, as ours), so take never waits for a worker, nor an order behind a move.
-func (p *pool) receive(from *link, workers int, orders chan<- int) {
-	in := make(chan job, 2*(workers+cap(p.jobs)+1))
+// receive queues what our predecessor moves, in order. take never waits for a worker, nor an order behind a move:
+// what our queue cannot take yet waits in taken, however many reloads in a row brought them.
+func (p *pool) receive(from *link, orders chan<- int) {
+	in := make(chan job)
 	go p.take(from, in, orders)
-	for j := range in {
-		p.jobs <- j
+	var taken []job
+	for in != nil || len(taken) > 0 {
+		jobs, first := chan job(nil), job{}
+		if len(taken) > 0 {
+			jobs, first = p.jobs, taken[0]
+		}
+		select {
+		case j, ok := <-in:
+			if !ok {
+				in = nil
+				continue
+			}
+			taken = append(taken, j)
+		case jobs <- first:
+			taken = taken[1:]
+		}
 	}
 }
 
@@ -543,9 +564,14 @@ func writePID(f *os.File, pid int) error {
 }
 
 // openLog opens the daemon's log by path: after logrotate renamed it, a new file. A FIFO nobody reads fails at once
-// (ENXIO), where open(2) would wait for a reader; Fd, for the daemon's stderr, makes it blocking again.
+// (ENXIO), where open(2) would wait for a reader; then it is made blocking, as stderr is written: a poller's
+// registration would not follow it onto fd 2.
 func openLog(path string) (*os.File, error) {
-	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	if err == nil {
+		err = syscall.SetNonblock(int(f.Fd()), false)
+	}
+	return f, err
 }
 
 // removePID removes the PID file if it is still ours: after an rm, the path may be another daemon's.

@@ -674,3 +674,73 @@ func TestReloadAtOnceWithHungPredecessor(t *testing.T) {
 	echotest.Poll(t, 5*time.Second, "the new daemon waits for a frozen predecessor", func() bool { return !echotest.Alive(child) })
 	t.Logf("gone %v after the second SIGTERM", time.Since(begin).Round(time.Millisecond))
 }
+
+// TestReloadIntoSmallerPool moves 400 connections in service into a new
+// daemon whose pool and queue hold 8 (a version whose defaults shrank): it
+// must read every move at once all the same, however full its queue, so the
+// old daemon cuts none and goes at once, not after the socket pair's 10s.
+func TestReloadIntoSmallerPool(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pid, addr := echotest.StartDaemon(t, dir, installEchod(t, dir, echodBin, 0o755), "-workers", "400", "-queue", "0")
+	for range 400 {
+		if err := roundTrip(echotest.Dial(t, addr), []byte("in service")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	installScript(t, dir, fmt.Sprintf("#!/bin/sh\nexec %s \"$@\" -workers 4 -queue 4\n", echodBin))
+	begin := time.Now()
+	syscall.Kill(pid, syscall.SIGHUP)
+	log := awaitLog(t, dir, "handed_over_to=")
+	if d := time.Since(begin); !strings.Contains(log, "moved=400 cut=0") || d > 5*time.Second {
+		t.Errorf("after %v, want 400 moved and none cut:\n%s", d.Round(time.Millisecond), log)
+	}
+}
+
+// TestReloadLogFIFOStalls logs to a FIFO whose reader holds it open but stops
+// reading (its pipe made 4 KiB), and reloads until the log is full and the
+// daemon waits to write. Once the reader drains the FIFO, the daemon writes
+// on, and a SIGTERM stops it: its stderr, reopened onto fd 2 at each reload,
+// must not be left to a poller that no longer watches it.
+func TestReloadLogFIFOStalls(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "echod.log")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	syscall.Syscall(syscall.SYS_FCNTL, r.Fd(), 1031, 4096) // F_SETPIPE_SZ
+	pid, _ := launchDaemon(t, dir)
+	pidfile := filepath.Join(dir, "echod.pid")
+	for range 100 { // each reload logs some 300 bytes: the pipe is full within 15
+		syscall.Kill(pid, syscall.SIGHUP)
+		if !pollFor(2*time.Second, func() bool { return echotest.ReadPID(t, pidfile) != pid }) {
+			break // it waits to write its log
+		}
+		pid = echotest.ReadPID(t, pidfile)
+	}
+	go io.Copy(io.Discard, r) // the reader drains it, and reads on
+	echotest.Poll(t, 15*time.Second, "no daemon took the reload that waited", func() bool {
+		return echotest.ReadPID(t, pidfile) != pid || len(echotest.Running(dir)) == 1
+	})
+	pid = echotest.ReadPID(t, pidfile)
+	syscall.Kill(pid, syscall.SIGTERM)
+	echotest.Poll(t, 10*time.Second, "the daemon still runs 10s after SIGTERM, its log drained", func() bool {
+		return len(echotest.Running(dir)) == 0
+	})
+}
+
+// pollFor is echotest.Poll that reports a timeout instead of failing.
+func pollFor(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
