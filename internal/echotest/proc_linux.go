@@ -157,8 +157,8 @@ func SigMask(t testing.TB, pid int, name string) uint64 {
 
 // StartDaemon starts the daemon from exe, run in dir, and returns the pid
 // and address that the parent printed. A start takes well under a second
-// here; a parent that waited for its bound (10s) instead of the daemon's
-// word fails.
+// here, and 3s were seen under -race beside five parallel tests; a parent
+// that waited for its bound (10s) instead of the daemon's word fails.
 func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr string) {
 	t.Helper()
 	CleanupDaemons(t, dir)
@@ -169,7 +169,7 @@ func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr s
 	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on %s (log ", &pid, &addr); err != nil || code != 0 {
 		t.Fatalf("exit %d, stdout %q, stderr %q: %v", code, out, errOut, err)
 	}
-	if d := time.Since(begin); d > 3*time.Second {
+	if d := time.Since(begin); d > 6*time.Second {
 		t.Errorf("the start took %v", d)
 	}
 	return pid, addr
