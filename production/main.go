@@ -439,7 +439,7 @@ func send(to *net.UnixConn, j *job) (err error) {
 // receive queues what our predecessor moves, in order. take never waits for a worker, nor an order behind a move:
 // what our queue cannot take yet waits in taken, however many reloads in a row brought them.
 func (p *pool) receive(from *link, orders chan<- int) {
-	in := make(chan job)
+	in := make(chan job, 64) // a buffer, so that take and this loop seldom wait on each other
 	go p.take(from, in, orders)
 	var taken []job
 	for in != nil || len(taken) > 0 {
