@@ -422,17 +422,13 @@ func (p *pool) write(j *job, b []byte) error {
 }
 
 // send moves j (传递文件描述符): SCM_RIGHTS (unix(7)) gives the new daemon a descriptor for the same socket.
-func send(to *net.UnixConn, j *job) (err error) {
+func send(to *net.UnixConn, j *job) error {
+	if j.Conn != nil { // its descriptor stays ours until end closes it; not File(), which would make it blocking
+		sc, _ := j.Conn.(*net.TCPConn).SyscallConn()
+		sc.Control(func(fd uintptr) { j.fd = int(fd) })
+	}
 	msg := fmt.Appendf(nil, "move %d\n%s", j.silent.Microseconds(), j.unsent)
-	write := func(fd uintptr) { _, _, err = to.WriteMsgUnix(msg, syscall.UnixRights(int(fd)), nil) }
-	if j.Conn == nil { // moved in, not served yet
-		write(uintptr(j.fd))
-		return err
-	}
-	sc, err := j.Conn.(*net.TCPConn).SyscallConn() // not File(), which would make it blocking
-	if err == nil {
-		err = cmp.Or(sc.Control(write), err)
-	}
+	_, _, err := to.WriteMsgUnix(msg, syscall.UnixRights(j.fd), nil)
 	return err
 }
 
