@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 	}{{echodBin, ".", echotest.BuildFlags}, {clientBin, "../client", echotest.BuildFlags}, {plainBin, ".", nil}} {
 		if err := echotest.Build(b.bin, b.pkg, b.flags); err != nil {
 			fmt.Fprintln(os.Stderr, err)
+			os.RemoveAll(dir)
 			os.Exit(1)
 		}
 	}
