@@ -250,15 +250,20 @@ func tcpInfo(t *testing.T, raw syscall.RawConn) []byte {
 func awaitMovedIn(t *testing.T, pid, n int) {
 	t.Helper()
 	echotest.Poll(t, 10*time.Second, fmt.Sprintf("pid %d did not take %d connections", pid, n), func() bool {
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		sockets := 0
-		for _, fd := range fds {
-			if link, _ := os.Readlink(fd); strings.HasPrefix(link, "socket:") {
-				sockets++
-			}
-		}
-		return sockets >= 2+n
+		return sockets(pid) >= 2+n
 	})
+}
+
+// sockets counts the sockets that pid holds, by its own /proc/PID/fd.
+func sockets(pid int) int {
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	n := 0
+	for _, fd := range fds {
+		if link, _ := os.Readlink(fd); strings.HasPrefix(link, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
