@@ -697,7 +697,7 @@ func TestReloadLogFIFOStalls(t *testing.T) {
 	pidfile := filepath.Join(dir, "echod.pid")
 	for range 100 { // each reload logs some 300 bytes: the pipe is full within 15
 		syscall.Kill(pid, syscall.SIGHUP)
-		if !pollFor(2*time.Second, func() bool { return echotest.ReadPID(t, pidfile) != pid }) {
+		if !echotest.Until(2*time.Second, func() bool { return echotest.ReadPID(t, pidfile) != pid }) {
 			break // it waits to write its log
 		}
 		pid = echotest.ReadPID(t, pidfile)
@@ -711,14 +711,4 @@ func TestReloadLogFIFOStalls(t *testing.T) {
 	echotest.Poll(t, 10*time.Second, "the daemon still runs 10s after SIGTERM, its log drained", func() bool {
 		return len(echotest.Running(dir)) == 0
 	})
-}
-
-// pollFor is echotest.Poll that reports a timeout instead of failing.
-func pollFor(d time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
 }

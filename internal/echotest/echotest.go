@@ -41,11 +41,19 @@ func NeedTool(t testing.TB, name, pkg string) {
 // Poll waits up to d for cond, failing the test with what if it never holds.
 func Poll(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Until(d, cond) {
+		t.Fatalf("after %v: %s", d, what)
+	}
+}
+
+// Until waits up to d for cond, and says whether it came to hold.
+func Until(d time.Duration, cond func() bool) bool {
 	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
-			t.Fatalf("after %v: %s", d, what)
+			return false
 		}
 	}
+	return true
 }
 
 // Proc is a server started with -foreground, killed at the end of the test.
