@@ -387,8 +387,9 @@ func (p *pool) echo(j *job, buf []byte) error {
 	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })()
 	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
 	j.SetDeadline(heard.Add(p.idle + p.idle/8))
-	if len(j.unsent) > 0 {
-		err = p.write(j, j.unsent)
+	if unsent := j.unsent; len(unsent) > 0 {
+		j.unsent = nil // write sets it again if this one moves on
+		err = p.write(j, unsent)
 	}
 	for err == nil && p.letGo.Err() == nil { // the safe point; after a deadline move, which may undo a wake
 		nr, rerr := j.Read(buf)
@@ -414,7 +415,7 @@ func (p *pool) echo(j *job, buf []byte) error {
 // At a reload, what it has not sent when the pool lets go moves with j, so that no client is cut for reading slowly.
 func (p *pool) write(j *job, b []byte) error {
 	n, err := j.Write(b)
-	if j.unsent = nil; err != nil && p.letGo.Err() != nil && p.to != nil {
+	if err != nil && p.letGo.Err() != nil && p.to != nil {
 		j.unsent = bytes.Clone(b[n:])
 		return errLetGo
 	}
@@ -565,7 +566,9 @@ func writePID(f *os.File, pid int) error {
 func openLog(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
 	if err == nil {
-		err = syscall.SetNonblock(int(f.Fd()), false)
+		if err = syscall.SetNonblock(int(f.Fd()), false); err != nil {
+			f.Close()
+		}
 	}
 	return f, err
 }
