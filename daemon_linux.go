@@ -15,8 +15,6 @@ import (
 	"syscall"
 )
 
-func isDaemon() bool { return os.Getenv("_ECHOD_PARENT") != "" }
-
 // startDaemon is the post's Daemon(). Go cannot fork(), which copies only the calling thread, so
 // echod runs itself again, and waits for its word: it is ready, or why not, for the terminal.
 func startDaemon() error {
@@ -48,15 +46,14 @@ func startDaemon() error {
 	}
 
 	err = cmd.Start()
-	w.Close() // the daemon's now: we read until it writes to its log, or ends
-	if err != nil {
-		return err
-	}
+	w.Close() // the daemon's now: we read until it writes to its log, or ends (at once if no start)
 	msg, _ := io.ReadAll(r)
 	if out, addr, ok := strings.Cut(string(msg), "\nready "); ok {
 		fmt.Fprint(os.Stderr, out) // what the daemon's runtime wrote first, for GODEBUG, say
 		fmt.Println("echod: daemon pid", cmd.Process.Pid, "listening on", addr, "(log", *logPath+")")
 		return nil
+	} else if err != nil {
+		return err // it did not start
 	} else if cmd.Wait(); len(msg) == 0 {
 		msg = fmt.Appendf(nil, "the daemon ended without a word (%v)", cmd.ProcessState)
 	}
@@ -68,8 +65,7 @@ func daemon() error {
 	// ①忽略其他信号: here, as a Go program resets them when it starts. SIGPIPE; SIGHUP,
 	// as no terminal hangs up on us; the job-control signals, which would stop us. SIGSTOP,
 	// which the post ignores, cannot be; SIGCHLD (the post's SIGCLD) can stay: we start none.
-	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN,
-		syscall.SIGTTOU)
+	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 
 	// ③更改工作目录: here, so that a bad -dir is the daemon's error, which its parent prints.
 	if os.Getenv("_ECHOD_PARENT") != strconv.Itoa(os.Getppid()) {

@@ -1,7 +1,6 @@
 //go:build linux
 
-// Command echod is the post's TCP server with a thread pool, in Go, run as a daemon: it echoes
-// every byte (RFC 862). The post is Linux's, and so is this; production/ runs elsewhere too.
+// Command echod is the post's TCP echo server (RFC 862) with a thread pool, as a daemon, in Go.
 package main
 
 import (
@@ -9,11 +8,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -30,29 +31,36 @@ var (
 )
 
 func main() {
-	flag.Parse()
-	_, err := net.ResolveTCPAddr("tcp", *addr)
+	flag.CommandLine.Init("echod", flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard) // a mistake is one line, below; -h, the whole usage
+	err := flag.CommandLine.Parse(os.Args[1:])
+	const want = "want -workers 1 to 10000, -queue 0 to 100000, -idle above 0 with its unit: 1m"
+	_, addrErr := net.ResolveTCPAddr("tcp", *addr)
+	*pidPath, _ = filepath.Abs(*pidPath) // from where we started: the daemon changes directory (③)
+	*logPath, _ = filepath.Abs(*logPath)
 	switch {
+	case err == flag.ErrHelp:
+		flag.CommandLine.SetOutput(os.Stdout)
+		flag.PrintDefaults()
+		return
+	case err != nil && !strings.HasPrefix(err.Error(), "invalid value"): // e.g., -foregroud
+	case err != nil || *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000 || *idle <= 0:
+		err = fmt.Errorf("%v; %s", cmp.Or(err, errors.New("out of range")), want) // -idle 5, say
 	case flag.NArg() > 0:
 		err = fmt.Errorf("unexpected argument %q", flag.Arg(0))
-	case err != nil:
-		err = fmt.Errorf("-addr: %v; want host:port, such as 127.0.0.1:8080", err)
-	case *workers < 1 || *workers > 10000 || *queue < 0 || *queue > 100000 || *idle <= 0:
-		err = errors.New("want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0, such as 1m")
+	case addrErr != nil:
+		err = fmt.Errorf("-addr: %v; want host:port, such as 127.0.0.1:8080", addrErr)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	*pidPath, _ = filepath.Abs(*pidPath) // from where we started: the daemon changes directory (③)
-	*logPath, _ = filepath.Abs(*logPath)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil))) // in the daemon, the log (④)
-	switch {
-	case isDaemon():
+	if os.Getenv("_ECHOD_PARENT") != "" {
 		err = daemon()
-	case *foreground:
+	} else if *foreground {
 		err = serve(nil)
-	default:
+	} else {
 		err = startDaemon()
 	}
 	if err != nil {
@@ -94,12 +102,11 @@ func serve(ready func(net.Addr) error) error {
 		}()
 	}
 	slog.Info("start", "addr", ln.Addr(), "workers", *workers, "pid", os.Getpid())
-	for delay := time.Duration(0); ; { // Run
+	for delay := time.Duration(0); ; time.Sleep(delay) { // Run
 		c, err := ln.Accept()
 		if err != nil { // e.g., EMFILE: the post exits; we back off, 5ms doubling to 1s (net/http)
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			slog.Warn("accept", "err", err, "retry", delay)
-			time.Sleep(delay)
 			continue
 		}
 		delay = 0
@@ -112,18 +119,15 @@ func serve(ready func(net.Addr) error) error {
 // idle bounds each Read and Write, so a client that sends, or reads, nothing is cut.
 func service(c net.Conn, buf []byte, idle time.Duration) (err error) {
 	defer func() { c.Close(); slog.Info("quit", "client", c.RemoteAddr(), "err", err) }()
-	for {
+	for err == nil { // the post spins on a read error
 		c.SetDeadline(time.Now().Add(idle))
-		n, err := c.Read(buf)
+		n, readErr := c.Read(buf)
 		if n > 0 {
-			if _, err := c.Write(buf[:n]); err != nil { // all of it, unlike write(2)
-				return err
-			}
+			_, err = c.Write(buf[:n]) // all of it, unlike write(2)
 		}
-		if err != nil {
-			return err // the post spins on a read error
-		}
+		err = cmp.Or(err, readErr)
 	}
+	return err
 }
 
 // lockPID opens path, locks it (flock) and writes our pid in it, for make stop. The kernel

@@ -2,7 +2,6 @@ package main
 
 import (
 	"echod/internal/echotest"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -24,19 +23,10 @@ func TestMain(m *testing.M) {
 	if adopt != nil {
 		adopt()
 	}
-	dir, err := os.MkdirTemp("", "echod-bin")
-	if err == nil {
+	echotest.Main(m, func(dir string) error {
 		echodBin = filepath.Join(dir, "echod")
-		err = echotest.Build(echodBin, ".", echotest.BuildFlags)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+		return echotest.Build(echodBin, ".", echotest.BuildFlags)
+	})
 }
 
 // startServer runs echod -foreground on a free loopback port and returns
@@ -85,28 +75,37 @@ func TestLogPerClient(t *testing.T) {
 }
 
 // TestUsageErrors gives echod bad flags: exit 2, and one line that says
-// what is wrong and what is right; nothing is started or written.
+// what is wrong and what is right (not the whole usage); nothing is started
+// or written. -h lists the flags on stdout, and exits 0.
 func TestUsageErrors(t *testing.T) {
+	const want = "want -workers 1 to 10000, -queue 0 to 100000, -idle above 0 with its unit: 1m"
+	out, errOut, code := echotest.RunCmd(t, exec.Command(echodBin, "-h"))
+	if code != 0 || !strings.Contains(out, "-idle duration") || errOut != "" {
+		t.Errorf("-h: exit %d, stdout %q, stderr %q; want 0 and the flags on stdout", code, out, errOut)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"-workers", "0"}, "echod: want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0, such as 1m (echod -h lists the flags)\n"},
-		{[]string{"-workers", "1000000000"}, "echod: want -workers 1 to 10000"},
-		{[]string{"-queue", "-1"}, "echod: want -workers 1 to 10000, -queue 0 to 100000"},
-		{[]string{"-queue", "100001"}, "echod: want -workers 1 to 10000, -queue 0 to 100000"},
-		{[]string{"-idle", "0s"}, "echod: want -workers 1 to 10000, -queue 0 to 100000, and -idle above 0"},
+		{[]string{"-workers", "0"}, "echod: out of range; " + want + " (echod -h lists the flags)\n"},
+		{[]string{"-workers", "1000000000"}, "echod: out of range; " + want},
+		{[]string{"-queue", "-1"}, "echod: out of range; " + want},
+		{[]string{"-queue", "100001"}, "echod: out of range; " + want},
+		{[]string{"-idle", "0s"}, "echod: out of range; " + want},
+		{[]string{"-idle", "5"}, `echod: invalid value "5" for flag -idle: parse error; ` + want + " (echod -h lists the flags)\n"},
+		{[]string{"-workers", "x"}, `echod: invalid value "x" for flag -workers: parse error; ` + want},
 		{[]string{"-addr", "127.0.0.1"}, "echod: -addr: address 127.0.0.1: missing port in address; want host:port"},
 		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},
-		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-foregroud"}, "echod: flag provided but not defined: -foregroud (echod -h lists the flags)\n"},
+		{[]string{"-foreground=x"}, `echod: invalid boolean value "x" for -foreground: parse error (echod -h lists the flags)` + "\n"},
 	} {
 		dir := t.TempDir()
 		echotest.CleanupDaemons(t, dir) // the daemon that flags taken as right would start
 		cmd := exec.Command(echodBin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
 		cmd.Dir = dir
 		_, errOut, code := echotest.RunCmd(t, cmd)
-		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
+		if code != 2 || !strings.HasPrefix(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
 		}
 		if files, _ := os.ReadDir(dir); len(files) > 0 {
