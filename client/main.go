@@ -3,10 +3,12 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -20,19 +22,23 @@ var (
 )
 
 func main() {
-	flag.Parse()
-	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
-	host, closed := strings.CutSuffix(host, "]")
-	addr := net.JoinHostPort(host, flag.Arg(1))
-	ip, _, _ := strings.Cut(host, "%") // fe80::1%lo has a zone; no retry mends 300.1.1.1
-	numeric := strings.Trim(ip, "0123456789.") == "" || strings.ContainsAny(ip, ":[]")
-	if p, err := strconv.ParseUint(flag.Arg(1), 10, 16); err != nil || p == 0 || open != closed ||
-		flag.NArg() != 2 || numeric && net.ParseIP(ip) == nil ||
-		*timeout <= 0 || *retries < 0 || *wait < 0 {
-		fmt.Fprintln(os.Stderr, "client: usage: client [-retries N>=0] [-wait D>=0] [-timeout D>0]",
-			"HOST PORT (1-65535)")
+	flag.CommandLine.Init("client", flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard) // a mistake is one line, below; -h, the whole usage
+	flag.Usage = func() {
+		fmt.Fprintln(flag.CommandLine.Output(), "usage: client [flags] HOST PORT")
+		flag.PrintDefaults()
+	}
+	err := checkArgs(flag.CommandLine.Parse(os.Args[1:]))
+	if err == flag.ErrHelp {
+		flag.CommandLine.SetOutput(os.Stdout)
+		flag.Usage()
+		return
+	} else if err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v (usage: client [flags] HOST PORT; -h lists the flags)\n", err)
 		os.Exit(2)
 	}
+	host := strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]") // [::1], as echod prints it
+	addr := net.JoinHostPort(host, flag.Arg(1))
 	fi, _ := os.Stdin.Stat()
 	prompt := fi != nil && fi.Mode()&os.ModeCharDevice != 0 // a terminal, as isatty(3) would say
 	for in := bufio.NewReader(os.Stdin); ; {
@@ -66,6 +72,30 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// checkArgs says what is wrong with the command line, and what a right value looks like.
+func checkArgs(err error) error {
+	host, open := strings.CutPrefix(flag.Arg(0), "[")
+	host, closed := strings.CutSuffix(host, "]")
+	_, ipErr := netip.ParseAddr(host) // fe80::1%lo has a zone; ::1% an empty one
+	numeric := strings.Trim(host, "0123456789.") == "" || strings.ContainsAny(host, ":[]%")
+	want := errors.New("want -retries 0 or more, -wait 0s or more, -timeout above 0s, such as 10s")
+	switch p, portErr := strconv.ParseUint(flag.Arg(1), 10, 16); {
+	case err != nil && strings.HasPrefix(err.Error(), "invalid"): // -wait 5: a duration has a unit
+		return fmt.Errorf("%w; %w", err, want)
+	case err != nil:
+		return err
+	case flag.NArg() != 2:
+		return fmt.Errorf("want HOST and PORT, such as 127.0.0.1 8080, not %q", flag.Args())
+	case open != closed || numeric && ipErr != nil: // no retry mends 300.1.1.1
+		return fmt.Errorf("HOST %q: want a name, or an address such as 127.0.0.1 or ::1", flag.Arg(0))
+	case portErr != nil || p == 0:
+		return fmt.Errorf("PORT %q: want a number from 1 to 65535", flag.Arg(1))
+	case *retries < 0 || *wait < 0 || *timeout <= 0:
+		return want
+	}
+	return nil
 }
 
 // roundTrip is one connection, as the post's client makes: connect, send, read the reply.

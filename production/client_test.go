@@ -134,13 +134,29 @@ func TestClientPostServer(t *testing.T) {
 	}
 }
 
+// TestClientUsage: each mistake is one line that says what is wrong and what is right, and exit 2; -h shows
+// HOST and PORT with the flags, on stdout, and exits 0.
 func TestClientUsage(t *testing.T) {
-	for _, args := range [][]string{{}, {"127.0.0.1"}, {"127.0.0.1", "http"}, {"127.0.0.1", "8080x"}, {"127.0.0.1", "70000"}, {"-retries"},
-		{"-retries", "-1", "127.0.0.1", "1"}, {"-wait", "-1s", "127.0.0.1", "1"}, {"-timeout", "0s", "127.0.0.1", "1"},
-		{"a]b", "1"}, {"[::1]]", "1"}} {
-		_, errOut, code := runClient(t, "", args...)
-		if code != 2 || !strings.HasPrefix(errOut, "client: ") && !strings.Contains(errOut, "flag needs an argument") {
-			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", args, code, errOut)
+	out, errOut, code := runClient(t, "", "-h")
+	if code != 0 || !strings.HasPrefix(out, "usage: client [flags] HOST PORT\n") || !strings.Contains(out, "-timeout") || errOut != "" {
+		t.Errorf("-h: exit %d, stdout %q, stderr %q; want 0, and the usage with HOST PORT on stdout", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "want HOST and PORT"}, {[]string{"127.0.0.1"}, "want HOST and PORT"},
+		{[]string{"127.0.0.1", "http"}, `PORT "http": want a number from 1 to 65535`}, {[]string{"127.0.0.1", "8080x"}, "PORT"},
+		{[]string{"127.0.0.1", "70000"}, "PORT"}, {[]string{"-retries"}, "flag needs an argument: -retries"},
+		{[]string{"-retries", "-1", "127.0.0.1", "1"}, "want -retries 0 or more"}, {[]string{"-wait", "-1s", "127.0.0.1", "1"}, "want"},
+		{[]string{"-timeout", "0s", "127.0.0.1", "1"}, "want -retries 0 or more, -wait 0s or more, -timeout above 0s"}, {[]string{"a]b", "1"}, `HOST "a]b"`},
+		{[]string{"[::1]]", "1"}, "HOST"}, {[]string{"-wait", "5", "127.0.0.1", "1"}, `invalid value "5" for flag -wait: parse error; want`},
+		{[]string{"-bogus", "127.0.0.1", "1"}, "flag provided but not defined: -bogus"},
+	} {
+		_, errOut, code := runClient(t, "", tc.args...)
+		if code != 2 || !strings.HasPrefix(errOut, "client: "+tc.want) || strings.Count(errOut, "\n") != 1 ||
+			!strings.HasSuffix(errOut, "(usage: client [flags] HOST PORT; -h lists the flags)\n") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and one line: client: %s...", tc.args, code, errOut, tc.want)
 		}
 	}
 }

@@ -310,7 +310,7 @@ func TestForegroundCtrlC(t *testing.T) {
 
 // TestClientBadHost: a host that no retry can mend is a usage error.
 func TestClientBadHost(t *testing.T) {
-	for _, host := range []string{"300.1.1.1", "[::1", "::1]", "1.2.3", ""} {
+	for _, host := range []string{"300.1.1.1", "[::1", "::1]", "1.2.3", "", "::1%", "[::1%]"} { // ::1%: an empty zone
 		_, errOut, code := runClient(t, "", host, "8080")
 		if code != 2 || !strings.HasPrefix(errOut, "client: ") {
 			t.Errorf("%q: exit %d, stderr %q; want 2 and a usage line", host, code, errOut)

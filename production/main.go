@@ -24,8 +24,8 @@ var (
 	addr       = flag.String("addr", "127.0.0.1:8080", "listen `address`; port 0 picks a free port")
 	workers    = flag.Int("workers", 64, "size of the fixed pool (1 to 10000: each has a 32 KiB buffer)")
 	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections (0 to 100000)")
-	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long")
-	grace      = flag.Duration("grace", 5*time.Second, "how long a stop lets connections finish; a reload waits for none")
+	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long (1m, 30s)")
+	grace      = flag.Duration("grace", 5*time.Second, "how long a stop lets connections finish (5s, 0s); a reload waits for none")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
@@ -33,8 +33,13 @@ var (
 )
 
 func main() {
-	flag.Parse()
-	if err := checkFlags(); err != nil {
+	flag.CommandLine.Init("echod", flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard) // a mistake is one line, below; -h, the whole usage
+	if err := checkFlags(flag.CommandLine.Parse(os.Args[1:])); err == flag.ErrHelp {
+		flag.CommandLine.SetOutput(os.Stdout)
+		flag.Usage()
+		return
+	} else if err != nil {
 		fmt.Fprintf(os.Stderr, "echod: %v (echod -h lists the flags)\n", err)
 		os.Exit(2)
 	}
@@ -46,12 +51,20 @@ func main() {
 	}
 }
 
-func checkFlags() error {
+// checkFlags says what is wrong with the flags, and what a right value looks like: -idle 5, say, lacks a unit.
+func checkFlags(parseErr error) error {
 	_, port, err := net.SplitHostPort(*addr)
 	if err == nil {
 		_, err = net.LookupPort("tcp", port) // a number to 65535, or a name in /etc/services
 	}
-	switch {
+	msg := fmt.Sprint(parseErr)
+	name, _, _ := strings.Cut(msg[strings.LastIndex(msg, " -")+2:], ":") // invalid value "5" for flag -idle: …
+	switch f := flag.Lookup(name); {
+	case f != nil && strings.HasPrefix(msg, "invalid"):
+		kind, _ := flag.UnquoteUsage(f)
+		return fmt.Errorf("%v; want -%s <%s>, such as -%[2]s=%[4]s", parseErr, name, cmp.Or(kind, "true or false"), f.DefValue)
+	case parseErr != nil:
+		return parseErr
 	case flag.NArg() > 0:
 		return fmt.Errorf("unexpected argument %q", flag.Arg(0))
 	case err != nil:

@@ -2,7 +2,6 @@ package main
 
 import (
 	"echod/internal/echotest"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -37,25 +36,18 @@ func TestMain(m *testing.M) {
 	if adopt != nil {
 		adopt()
 	}
-	dir, err := os.MkdirTemp("", "echod-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	echodBin, clientBin, plainBin = filepath.Join(dir, "echod"), filepath.Join(dir, "client"), filepath.Join(dir, "plain", "echod")
-	for _, b := range []struct {
-		bin, pkg string
-		flags    []string
-	}{{echodBin, ".", echotest.BuildFlags}, {clientBin, "../client", echotest.BuildFlags}, {plainBin, ".", nil}} {
-		if err := echotest.Build(b.bin, b.pkg, b.flags); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
+	echotest.Main(m, func(dir string) error {
+		echodBin, clientBin, plainBin = filepath.Join(dir, "echod"), filepath.Join(dir, "client"), filepath.Join(dir, "plain", "echod")
+		for _, b := range []struct {
+			bin, pkg string
+			flags    []string
+		}{{echodBin, ".", echotest.BuildFlags}, {clientBin, "../client", echotest.BuildFlags}, {plainBin, ".", nil}} {
+			if err := echotest.Build(b.bin, b.pkg, b.flags); err != nil {
+				return err
+			}
 		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+		return nil
+	})
 }
 
 // startServer runs echod -foreground on a free loopback port and returns once
@@ -203,7 +195,13 @@ func TestForegroundHangup(t *testing.T) {
 	}
 }
 
+// TestUsageErrors gives echod bad flags: exit 2, and one line that says what is wrong and what a right value looks
+// like (not the whole usage); nothing is started or written. -h lists the flags on stdout, and exits 0.
 func TestUsageErrors(t *testing.T) {
+	out, errOut, code := echotest.RunCmd(t, exec.Command(echodBin, "-h"))
+	if code != 0 || !strings.Contains(out, "-grace duration") || errOut != "" {
+		t.Errorf("-h: exit %d, stdout %q, stderr %q; want 0 and the flags on stdout", code, out, errOut)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -218,13 +216,16 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-addr", "127.0.0.1:99999"}, "echod: -addr: address 99999: invalid port"},
 		{[]string{"-idle", "2500000h"}, "echod: want -idle above 0 and at most 100000h"},
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},
-		{[]string{"-bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-idle", "5"}, `echod: invalid value "5" for flag -idle: parse error; want -idle <duration>, such as -idle=1m0s (echod -h lists the flags)` + "\n"},
+		{[]string{"-workers", "x"}, `echod: invalid value "x" for flag -workers: parse error; want -workers <int>, such as -workers=64`},
+		{[]string{"-foreground=x"}, `echod: invalid boolean value "x" for -foreground: parse error; want -foreground <true or false>, such as -foreground=false`},
+		{[]string{"-foregroud"}, "echod: flag provided but not defined: -foregroud (echod -h lists the flags)\n"},
 	} {
 		dir := t.TempDir()
 		cmd := exec.Command(echodBin, append(tc.args, "-foreground")...)
 		cmd.Dir = dir
 		_, errOut, code := echotest.RunCmd(t, cmd)
-		if code != 2 || !strings.HasPrefix(errOut, tc.want) {
+		if code != 2 || !strings.HasPrefix(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, errOut, tc.want)
 		}
 		if files, _ := os.ReadDir(dir); len(files) > 0 {
