@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -54,7 +55,10 @@ func startDaemon(ctx context.Context, ln net.Listener, pidf, logf *os.File) (*li
 		return nil, failed(fmt.Errorf("daemon mode needs Linux 5.11 or later (or -foreground): close_range: %v", e))
 	}
 	fi, _ := theirs.Stat()
-	argv := daemonArgs()
+	argv, err := daemonArgs()
+	if err != nil {
+		return nil, failed(err)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...) // a reload runs what is at the path by then
 	if _, err := os.Stat(cmd.Path); err != nil {
 		slog.Warn("running this binary again", "err", err) // e.g., go run removed it
@@ -112,21 +116,25 @@ func await(ctx context.Context, cmd *exec.Cmd, pair *net.UnixConn) error {
 }
 
 // daemonArgs is our command line with every path absolute: no reload needs the directory we started in.
-func daemonArgs() []string {
-	argv := []string{os.Args[0]}
-	if exe, err := exec.LookPath(argv[0]); err == nil { // as the shell found us; a path stays as it is
-		argv[0], _ = filepath.Abs(exe)
+func daemonArgs() (argv []string, err error) {
+	exe, lookErr := exec.LookPath(os.Args[0]) // as the shell found us, also by PATH=.; a path stays as it is
+	if lookErr == nil || errors.Is(lookErr, exec.ErrDot) {
+		exe, err = filepath.Abs(exe)
 	}
+	argv = []string{cmp.Or(exe, os.Args[0])}
 	flag.VisitAll(func(f *flag.Flag) {
 		v, isPath := f.Value.String(), f.Name == "dir" || f.Name == "log" || f.Name == "pidfile"
-		if isPath && v != "" {
-			v, _ = filepath.Abs(v)
+		if isPath && v != "" && err == nil {
+			v, err = filepath.Abs(v)
 		}
 		if isPath || v != f.DefValue {
 			argv = append(argv, "-"+f.Name+"="+v)
 		}
 	})
-	return argv
+	if err != nil { // e.g., -dir . in a directory since removed
+		return nil, fmt.Errorf("the directory echod runs in is gone (%v): give absolute paths, or start elsewhere", err)
+	}
+	return argv, nil
 }
 
 // daemon is the re-executed echod: it takes what startDaemon passed, and finishes the four steps.

@@ -136,6 +136,8 @@ func TestDaemonStartFails(t *testing.T) {
 	os.WriteFile(notDir, nil, 0o644)
 	fifo := filepath.Join(t.TempDir(), "fifo") // not /dev/full: a daemon that took it would remove it
 	syscall.Mkfifo(fifo, 0o644)
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(filepath.Join(filepath.Dir(link), "target"), link)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -145,7 +147,9 @@ func TestDaemonStartFails(t *testing.T) {
 		{"bad log", []string{"-log", "/nonexistent/echod.log"}, "open /nonexistent/echod.log: no such file or directory"},
 		{"no dir", []string{"-dir", "/nonexistent"}, "chdir /nonexistent: no such file or directory"},
 		{"dir is a file", []string{"-dir", notDir}, "chdir " + notDir + ": not a directory"},
-		{"PID file a FIFO", []string{"-pidfile", fifo}, "-pidfile " + fifo + ": not a regular file"},
+		{"PID file a FIFO", []string{"-pidfile", fifo}, "-pidfile " + fifo + ": not a regular file; want a file's path"},
+		{"PID file a device", []string{"-pidfile", "/dev/null"}, "-pidfile /dev/null: not a regular file; want a file's path"},
+		{"PID file a link", []string{"-pidfile", link}, "-pidfile " + link + ": a symbolic link, which echod does not follow"},
 		{"PID file is the log", []string{"-pidfile", "echod.log", "-log", "./echod.log"}, "-pidfile and -log are the same file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,6 +200,60 @@ func TestDaemonWithoutProc(t *testing.T) {
 	var pid int
 	if _, err := fmt.Sscanf(out, "echod: daemon pid %d listening on", &pid); code != 0 || err != nil {
 		t.Errorf("exit %d, stdout %q, stderr %q; want a daemon", code, out, errOut)
+	}
+}
+
+// TestDaemonFoundByDotInPath runs echod as the shell finds it through PATH=.: (Go's exec refuses such a lookup,
+// ErrDot): it starts, by its absolute path, and so does its successor at a reload.
+func TestDaemonFoundByDotInPath(t *testing.T) {
+	dir := t.TempDir()
+	installEchod(t, dir, echodBin, 0o755)
+	cmd := exec.Command("sh", "-c", `PATH=.:$PATH exec echod -addr 127.0.0.1:0`)
+	cmd.Dir = dir
+	echotest.CleanupDaemons(t, dir)
+	out, errOut, code := echotest.RunCmd(t, cmd)
+	if code != 0 || !strings.HasPrefix(out, "echod: daemon pid ") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want a daemon", code, out, errOut)
+	}
+	pid := echotest.ReadPID(t, filepath.Join(dir, "echod.pid"))
+	syscall.Kill(pid, syscall.SIGHUP)
+	echotest.WaitGone(t, pid) // it handed over
+	if next := echotest.ReadPID(t, filepath.Join(dir, "echod.pid")); !echotest.Alive(next) {
+		log, _ := os.ReadFile(filepath.Join(dir, "echod.log"))
+		t.Errorf("no daemon after the reload: %s", log)
+	}
+}
+
+// TestDaemonDirGone starts echod with -dir . in a directory that was removed: one line that says so, exit 1, and
+// no file left; not "chdir : no such file or directory", a path lost on the way.
+func TestDaemonDirGone(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", `mkdir gone && cd gone && rmdir ../gone && exec "$0" -addr 127.0.0.1:0 -dir . -log "$1/echod.log" -pidfile "$1/echod.pid"`, echodBin, dir)
+	cmd.Dir = dir
+	echotest.CleanupDaemons(t, dir)
+	_, errOut, code := echotest.RunCmd(t, cmd)
+	if want := "echod: the directory echod runs in is gone (getwd: no such file or directory)"; code != 1 || !strings.HasPrefix(errOut, want) {
+		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	echotest.AssertEmpty(t, dir)
+}
+
+// TestPIDFileDiskFull gives echod an empty PID file on a file system that is full (a tmpfs in a mount namespace of
+// our own): the write fails, echod exits 1, and the file stays empty, not filled with NULs by a Truncate.
+func TestPIDFileDiskFull(t *testing.T) {
+	echotest.NeedTool(t, "unshare", "util-linux")
+	if os.Getuid() != 0 {
+		t.Skip("needs root, to mount a tmpfs in a mount namespace")
+	}
+	dir := t.TempDir()
+	script := `mount -t tmpfs -o size=4k tmpfs "$1" || exit 99; : > "$1/echod.pid"; head -c 1M /dev/zero > "$1/fill" 2>/dev/null
+err=$("$0" -foreground -addr 127.0.0.1:0 -pidfile "$1/echod.pid" 2>&1); echo "exit $?: $err"; od -An -c "$1/echod.pid"`
+	out, _ := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, echodBin, dir).CombinedOutput()
+	if strings.HasPrefix(string(out), "unshare:") || strings.Contains(string(out), "mount:") {
+		t.Skipf("no mount namespace here: %s", out)
+	}
+	if want := "exit 1: echod: write " + dir + "/echod.pid: no space left on device\n"; string(out) != want { // od: no byte
+		t.Errorf("got %q; want %q", out, want)
 	}
 }
 

@@ -535,8 +535,10 @@ func sdNotify(state string) {
 // lockPID opens and flocks path. The lock passes to the daemon and dies with it.
 func lockPID(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644) // no O_TRUNC: it may be another daemon's
-	if fi, _ := f.Stat(); errors.Is(err, syscall.ELOOP) || err == nil && (fi == nil || !fi.Mode().IsRegular()) {
-		err = fmt.Errorf("-pidfile %s: not a regular file (echod follows no symbolic link)", path)
+	if errors.Is(err, syscall.ELOOP) {
+		err = fmt.Errorf("-pidfile %s: a symbolic link, which echod does not follow: name the file itself", path)
+	} else if fi, _ := f.Stat(); err == nil && (fi == nil || !fi.Mode().IsRegular()) {
+		err = fmt.Errorf("-pidfile %s: not a regular file; want a file's path, such as /run/echod.pid", path)
 	} else if err == nil {
 		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	}
@@ -569,8 +571,10 @@ func writePID(f *os.File, pid int) error {
 		return nil
 	}
 	b := fmt.Appendln(nil, pid)
-	_, err := f.WriteAt(b, 0)
-	return cmp.Or(err, f.Truncate(int64(len(b)))) // a longer stale pid, 4194000, must not leave "0\n" behind
+	if _, err := f.WriteAt(b, 0); err != nil {
+		return err // not Truncate, which past a failed write would fill the file with NULs
+	}
+	return f.Truncate(int64(len(b))) // a longer stale pid, 4194000, must not leave "0\n" behind
 }
 
 // openLog opens the daemon's log by path: after logrotate renamed it, a new file. A FIFO nobody reads fails at once
