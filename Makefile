@@ -1,12 +1,16 @@
 # echod, the post's server: `make run` starts the daemon, with echod.log and
 # echod.pid in this directory; `make ps` shows it beside your shell, and
-# `make stop` stops it. Another one: make run stop ADDR=127.0.0.1:8081 PIDFILE=/tmp/b.pid LOG=/tmp/b.log
+# `make stop` stops it. Another one beside it: make run ADDR=127.0.0.1:8081,
+# then make ps stop ADDR=127.0.0.1:8081 (its echod-8081.pid and echod-8081.log).
 # production/ has its own: make -C production run, reload, stop, ps.
 GO ?= go
 HERE := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 ADDR ?= 127.0.0.1:8080
-PIDFILE ?= echod.pid
-LOG ?= echod.log
+# Each ADDR but the first has a PID file and log of its own, named by its
+# port, so that run, stop, ps and client with the same ADDR= find one daemon.
+PORT = $(lastword $(subst :, ,$(ADDR)))
+PIDFILE ?= echod$(if $(filter 127.0.0.1:8080,$(ADDR)),,-$(PORT)).pid
+LOG ?= echod$(if $(filter 127.0.0.1:8080,$(ADDR)),,-$(PORT)).log
 
 .PHONY: all run stop ps client test bench soak fuzz test-systemd
 all: $(HERE)/bin/echod $(HERE)/bin/client

@@ -155,3 +155,8 @@ func TestCopiedAlone(t *testing.T) {
 		t.Errorf("the client, copied alone: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+func TestMakeAddr(t *testing.T) {
+	t.Parallel()
+	echotest.MakeAddr(t, filepath.Join(must(os.Getwd()), "Makefile"), echodBin)
+}

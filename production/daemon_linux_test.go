@@ -490,6 +490,12 @@ func makeIn(t *testing.T, dir string, args ...string) (stdout, stderr string, co
 	return echotest.Make(t, filepath.Join(wd, "Makefile"), dir, append(args, "GO=true")...)
 }
 
+func TestMakeAddr(t *testing.T) {
+	t.Parallel()
+	wd, _ := os.Getwd()
+	echotest.MakeAddr(t, filepath.Join(wd, "Makefile"), echodBin)
+}
+
 // TestMakeReloadBuilds checks that make reload builds echod before it
 // signals the daemon, so that a reload after an edit runs the edit.
 func TestMakeReloadBuilds(t *testing.T) {
