@@ -75,9 +75,11 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	untrack := track(cmd)
 	t.Cleanup(func() { cmd.Process.Kill(); <-s.Done })
 	started := make(chan string, 1)
 	go func() {
@@ -92,6 +94,7 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 			s.mu.Unlock()
 		}
 		s.Err = cmd.Wait()
+		untrack()
 		close(s.Done)
 	}()
 	select {
@@ -208,11 +211,14 @@ func RunCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
+	dieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	untrack := track(cmd)
 	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
 	err := cmd.Wait()
+	untrack()
 	if !timer.Stop() {
 		t.Fatalf("%s still running after 20 s; stderr:\n%s", cmd.Path, errb.String())
 	}
