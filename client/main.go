@@ -3,6 +3,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,14 +25,11 @@ var (
 func main() {
 	flag.CommandLine.Init("client", flag.ContinueOnError)
 	flag.CommandLine.SetOutput(io.Discard) // a mistake is one line, below; -h, the whole usage
-	flag.Usage = func() {
-		fmt.Fprintln(flag.CommandLine.Output(), "usage: client [flags] HOST PORT")
-		flag.PrintDefaults()
-	}
 	err := checkArgs(flag.CommandLine.Parse(os.Args[1:]))
 	if err == flag.ErrHelp {
+		fmt.Println("usage: client [flags] HOST PORT")
 		flag.CommandLine.SetOutput(os.Stdout)
-		flag.Usage()
+		flag.PrintDefaults()
 		return
 	} else if err != nil {
 		fmt.Fprintf(os.Stderr, "client: %v (usage: client [flags] HOST PORT; -h lists the flags)\n", err)
@@ -80,20 +78,18 @@ func checkArgs(err error) error {
 	host, closed := strings.CutSuffix(host, "]")
 	_, ipErr := netip.ParseAddr(host) // fe80::1%lo has a zone; ::1% an empty one
 	numeric := strings.Trim(host, "0123456789.") == "" || strings.ContainsAny(host, ":[]%")
-	want := errors.New("want -retries 0 or more, -wait 0s or more, -timeout above 0s, such as 10s")
+	const want = "want -retries 0 or more, -wait 0s or more, -timeout above 0s, with a unit: 10s"
 	switch p, portErr := strconv.ParseUint(flag.Arg(1), 10, 16); {
-	case err != nil && strings.HasPrefix(err.Error(), "invalid"): // -wait 5: a duration has a unit
-		return fmt.Errorf("%w; %w", err, want)
-	case err != nil:
+	case err != nil && !strings.HasPrefix(err.Error(), "invalid value"): // e.g., -bogus
 		return err
+	case err != nil || *retries < 0 || *wait < 0 || *timeout <= 0: // -wait 5, say
+		return fmt.Errorf("%v; %s", cmp.Or(err, errors.New("out of range")), want)
 	case flag.NArg() != 2:
 		return fmt.Errorf("want HOST and PORT, such as 127.0.0.1 8080, not %q", flag.Args())
 	case open != closed || numeric && ipErr != nil: // no retry mends 300.1.1.1
 		return fmt.Errorf("HOST %q: want a name, or an address such as 127.0.0.1 or ::1", flag.Arg(0))
 	case portErr != nil || p == 0:
 		return fmt.Errorf("PORT %q: want a number from 1 to 65535", flag.Arg(1))
-	case *retries < 0 || *wait < 0 || *timeout <= 0:
-		return want
 	}
 	return nil
 }

@@ -148,8 +148,8 @@ func TestClientUsage(t *testing.T) {
 		{[]string{}, "want HOST and PORT"}, {[]string{"127.0.0.1"}, "want HOST and PORT"},
 		{[]string{"127.0.0.1", "http"}, `PORT "http": want a number from 1 to 65535`}, {[]string{"127.0.0.1", "8080x"}, "PORT"},
 		{[]string{"127.0.0.1", "70000"}, "PORT"}, {[]string{"-retries"}, "flag needs an argument: -retries"},
-		{[]string{"-retries", "-1", "127.0.0.1", "1"}, "want -retries 0 or more"}, {[]string{"-wait", "-1s", "127.0.0.1", "1"}, "want"},
-		{[]string{"-timeout", "0s", "127.0.0.1", "1"}, "want -retries 0 or more, -wait 0s or more, -timeout above 0s"}, {[]string{"a]b", "1"}, `HOST "a]b"`},
+		{[]string{"-retries", "-1", "127.0.0.1", "1"}, "out of range; want -retries 0 or more"}, {[]string{"-wait", "-1s", "127.0.0.1", "1"}, "out of range; want"},
+		{[]string{"-timeout", "0s", "127.0.0.1", "1"}, "out of range; want -retries 0 or more, -wait 0s or more, -timeout above 0s"}, {[]string{"a]b", "1"}, `HOST "a]b"`},
 		{[]string{"[::1]]", "1"}, "HOST"}, {[]string{"-wait", "5", "127.0.0.1", "1"}, `invalid value "5" for flag -wait: parse error; want`},
 		{[]string{"-bogus", "127.0.0.1", "1"}, "flag provided but not defined: -bogus"},
 	} {
