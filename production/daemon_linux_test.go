@@ -312,7 +312,7 @@ func TestDaemonPIDFileSymlink(t *testing.T) {
 	os.WriteFile(victim, []byte("precious\n"), 0o644)
 	os.Symlink(victim, filepath.Join(dir, "echod.pid"))
 	_, errOut, code := runEchod(t, dir, nil)
-	if want := "echod: -pidfile echod.pid: not a regular file (echod follows no symbolic link)\n"; code != 1 || errOut != want {
+	if want := "echod: -pidfile echod.pid: a symbolic link, which echod does not follow: name the file itself\n"; code != 1 || errOut != want {
 		t.Errorf("exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}
 	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
