@@ -160,3 +160,8 @@ func TestMakeAddr(t *testing.T) {
 	t.Parallel()
 	echotest.MakeAddr(t, filepath.Join(must(os.Getwd()), "Makefile"), echodBin)
 }
+
+func TestMakeWithoutPS(t *testing.T) {
+	t.Parallel()
+	echotest.MakeWithoutPS(t, filepath.Join(must(os.Getwd()), "Makefile"), echodBin, "stop", "ps")
+}

@@ -496,6 +496,12 @@ func TestMakeAddr(t *testing.T) {
 	echotest.MakeAddr(t, filepath.Join(wd, "Makefile"), echodBin)
 }
 
+func TestMakeWithoutPS(t *testing.T) {
+	t.Parallel()
+	wd, _ := os.Getwd()
+	echotest.MakeWithoutPS(t, filepath.Join(wd, "Makefile"), echodBin, "stop", "reload", "ps")
+}
+
 // TestMakeReloadBuilds checks that make reload builds echod before it
 // signals the daemon, so that a reload after an edit runs the edit.
 func TestMakeReloadBuilds(t *testing.T) {

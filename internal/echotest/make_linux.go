@@ -3,6 +3,9 @@ package echotest
 import (
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,5 +38,31 @@ func MakeAddr(t *testing.T, makefile, exe string) {
 	if _, errOut, code := Make(t, makefile, dir, "stop", "ADDR="+addr); code != 0 || Alive(second) || !Alive(first) {
 		t.Errorf("make stop ADDR=%s: exit %d, stderr %q; pid %d alive %v (want false), %d alive %v (want true)",
 			addr, code, errOut, second, Alive(second), first, Alive(first))
+	}
+}
+
+// MakeWithoutPS runs each target, which signals or shows a daemon, with a PATH that has every tool but ps: it refuses
+// in one line that names ps and its package, and the daemon runs on.
+func MakeWithoutPS(t *testing.T, makefile, exe string, targets ...string) {
+	bin := t.TempDir() // a link to each program on PATH, but ps
+	for _, d := range filepath.SplitList(os.Getenv("PATH")) {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if e.Name() != "ps" {
+				os.Symlink(filepath.Join(d, e.Name()), filepath.Join(bin, e.Name())) // the first on PATH wins
+			}
+		}
+	}
+	NeedTool(t, "make", "make")
+	dir := t.TempDir()
+	pid, _ := StartDaemon(t, dir, exe)
+	for _, target := range targets {
+		cmd := exec.Command("make", "-s", "-f", makefile, target, "GO=true")
+		cmd.Dir, cmd.Env = dir, append(os.Environ(), "PATH="+bin)
+		_, errOut, code := RunCmd(t, cmd)
+		if want := "echod: make " + target + " needs ps (apt-get install procps)\n"; code == 0 || !strings.HasPrefix(errOut, want) || !Alive(pid) { // then make's own line
+			t.Errorf("make %s without ps: exit %d, stderr %q, daemon alive %v; want it refused: %q",
+				target, code, errOut, Alive(pid), want)
+		}
 	}
 }
