@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,7 @@ var (
 func main() {
 	flag.CommandLine.Init("client", flag.ContinueOnError)
 	flag.CommandLine.SetOutput(io.Discard) // a mistake is one line, below; -h, the whole usage
-	err := checkArgs(flag.CommandLine.Parse(os.Args[1:]))
+	addr, err := checkArgs(flag.CommandLine.Parse(os.Args[1:]))
 	if err == flag.ErrHelp {
 		fmt.Println("usage: client [flags] HOST PORT")
 		flag.CommandLine.SetOutput(os.Stdout)
@@ -35,8 +36,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "client: %v (usage: client [flags] HOST PORT; -h lists the flags)\n", err)
 		os.Exit(2)
 	}
-	host := strings.TrimSuffix(strings.TrimPrefix(flag.Arg(0), "["), "]") // [::1], as echod prints it
-	addr := net.JoinHostPort(host, flag.Arg(1))
+	log.SetFlags(0) // a failure is one line on stderr, and exit 1
 	fi, _ := os.Stdin.Stat()
 	prompt := fi != nil && fi.Mode()&os.ModeCharDevice != 0 // a terminal, as isatty(3) would say
 	for in := bufio.NewReader(os.Stdin); ; {
@@ -52,12 +52,10 @@ func main() {
 				reply, err = roundTrip(addr, line)
 			}
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "client: giving up on %s after %d retries: %v\n", addr, *retries, err)
-				os.Exit(1)
+				log.Fatalf("client: giving up on %s after %d retries: %v", addr, *retries, err)
 			}
 			if _, err := os.Stdout.Write(reply); err != nil {
-				fmt.Fprintln(os.Stderr, "client: writing the reply:", err) // e.g., > /dev/full
-				os.Exit(1)
+				log.Fatalln("client: writing the reply:", err) // e.g., > /dev/full
 			}
 		}
 		if err == io.EOF {
@@ -66,32 +64,31 @@ func main() {
 			}
 			return
 		} else if err != nil {
-			fmt.Fprintln(os.Stderr, "client: reading input:", err)
-			os.Exit(1)
+			log.Fatalln("client: reading input:", err)
 		}
 	}
 }
 
-// checkArgs says what is wrong with the command line, and what a right value looks like.
-func checkArgs(err error) error {
-	host, open := strings.CutPrefix(flag.Arg(0), "[")
+// checkArgs gives HOST:PORT, or says what is wrong and what a right value looks like.
+func checkArgs(err error) (string, error) {
+	host, open := strings.CutPrefix(flag.Arg(0), "[") // [::1], as echod prints it
 	host, closed := strings.CutSuffix(host, "]")
 	_, ipErr := netip.ParseAddr(host) // fe80::1%lo has a zone; ::1% an empty one
 	numeric := strings.Trim(host, "0123456789.") == "" || strings.ContainsAny(host, ":[]%")
 	const want = "want -retries 0 or more, -wait 0s or more, -timeout above 0s, with a unit: 10s"
 	switch p, portErr := strconv.ParseUint(flag.Arg(1), 10, 16); {
 	case err != nil && !strings.HasPrefix(err.Error(), "invalid value"): // e.g., -bogus
-		return err
+		return "", err
 	case err != nil || *retries < 0 || *wait < 0 || *timeout <= 0: // -wait 5, say
-		return fmt.Errorf("%v; %s", cmp.Or(err, errors.New("out of range")), want)
+		return "", fmt.Errorf("%v; %s", cmp.Or(err, errors.New("out of range")), want)
 	case flag.NArg() != 2:
-		return fmt.Errorf("want HOST and PORT, such as 127.0.0.1 8080, not %q", flag.Args())
+		return "", fmt.Errorf("want HOST and PORT, such as 127.0.0.1 8080, not %q", flag.Args())
 	case open != closed || numeric && ipErr != nil: // no retry mends 300.1.1.1
-		return fmt.Errorf("HOST %q: want a name, or an address such as 127.0.0.1 or ::1", flag.Arg(0))
+		return "", fmt.Errorf("HOST %q: want a name, or an address such as 127.0.0.1 or ::1", flag.Arg(0))
 	case portErr != nil || p == 0:
-		return fmt.Errorf("PORT %q: want a number from 1 to 65535", flag.Arg(1))
+		return "", fmt.Errorf("PORT %q: want a number from 1 to 65535", flag.Arg(1))
 	}
-	return nil
+	return net.JoinHostPort(host, flag.Arg(1)), nil
 }
 
 // roundTrip is one connection, as the post's client makes: connect, send, read the reply.
