@@ -521,9 +521,8 @@ var notifyFailed sync.Once
 func sdNotify(state string) {
 	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
 		fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
-		if err == nil {
-			syscall.SetNonblock(fd, true)
-			err = syscall.Sendto(fd, []byte(state), 0, &syscall.SockaddrUnix{Name: addr}) // @: abstract, as systemd's
+		if err == nil { // MSG_DONTWAIT: a full queue is EAGAIN; @ in addr: abstract, as systemd's
+			err = syscall.Sendto(fd, []byte(state), syscall.MSG_DONTWAIT, &syscall.SockaddrUnix{Name: addr})
 			syscall.Close(fd)
 		}
 		if err != nil {
