@@ -25,7 +25,7 @@ var (
 	workers    = flag.Int("workers", 64, "size of the fixed pool (1 to 10000: each has a 32 KiB buffer)")
 	queue      = flag.Int("queue", 64, "capacity of the channel of accepted connections (0 to 100000)")
 	idle       = flag.Duration("idle", time.Minute, "close a connection when a read or write waits this long (1m, 30s)")
-	grace      = flag.Duration("grace", 5*time.Second, "how long a stop lets connections finish (5s, 0s); a reload waits for none")
+	grace      = flag.Duration("grace", 5*time.Second, "how long a stop lets connections finish; a reload waits for none")
 	foreground = flag.Bool("foreground", false, "stay attached: no daemon, log to stderr, SIGHUP ends it")
 	dir        = flag.String("dir", "/", "the daemon's working `directory`")
 	logPath    = flag.String("log", "echod.log", "the daemon's log `file` (in -foreground, stderr is the log)")
@@ -62,7 +62,7 @@ func checkFlags(parseErr error) error {
 	switch f := flag.Lookup(name); {
 	case f != nil && strings.HasPrefix(msg, "invalid"):
 		kind, _ := flag.UnquoteUsage(f)
-		return fmt.Errorf("%v; want -%s <%s>, such as -%[2]s=%[4]s", parseErr, name, cmp.Or(kind, "true or false"), f.DefValue)
+		return fmt.Errorf("%v; want -%s <%s>, such as -%[2]s=%[4]s", parseErr, name, cmp.Or(kind, "bool"), f.DefValue)
 	case parseErr != nil:
 		return parseErr
 	case flag.NArg() > 0:

@@ -218,7 +218,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"extra"}, `echod: unexpected argument "extra"`},
 		{[]string{"-idle", "5"}, `echod: invalid value "5" for flag -idle: parse error; want -idle <duration>, such as -idle=1m0s (echod -h lists the flags)` + "\n"},
 		{[]string{"-workers", "x"}, `echod: invalid value "x" for flag -workers: parse error; want -workers <int>, such as -workers=64`},
-		{[]string{"-foreground=x"}, `echod: invalid boolean value "x" for -foreground: parse error; want -foreground <true or false>, such as -foreground=false`},
+		{[]string{"-foreground=x"}, `echod: invalid boolean value "x" for -foreground: parse error; want -foreground <bool>, such as -foreground=false`},
 		{[]string{"-foregroud"}, "echod: flag provided but not defined: -foregroud (echod -h lists the flags)\n"},
 	} {
 		dir := t.TempDir()
