@@ -525,25 +525,67 @@ SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec systemd-nspawn -D ` + root + ` --volatil
 	return c
 }
 
-// readmeUnits returns the unit files that README.md shows: each is a code
-// block whose first line names its path, "# /etc/systemd/system/NAME".
-func readmeUnits(t *testing.T) map[string]string {
-	b, err := os.ReadFile("../README.md")
+// unitFiles returns the files in units/ that an administrator installs, by the path each
+// names in its first line ("# /etc/systemd/system/NAME", "# /etc/logrotate.d/echod"):
+// the units README.md shows, byte for byte (TestUnitsShown).
+func unitFiles(t *testing.T) map[string]string {
+	entries, err := os.ReadDir("units")
 	if err != nil {
 		t.Fatal(err)
 	}
 	units := map[string]string{}
-	for _, block := range echotest.CodeBlocks(string(b)) {
-		if first, _, _ := strings.Cut(block, "\n"); strings.HasPrefix(first, "# /etc/systemd/system/") {
-			units[strings.Fields(first)[1]] = block
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join("units", e.Name()))
+		if err != nil {
+			t.Fatal(err)
 		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		if !strings.HasPrefix(first, "# /etc/") || filepath.Base(first) != strings.TrimSuffix(e.Name(), ".logrotate") {
+			t.Fatalf("units/%s: its first line must name where it is installed, as \"# /etc/systemd/system/%[1]s\"; it is %q", e.Name(), first)
+		}
+		units[strings.TrimPrefix(first, "# ")] = string(b)
 	}
 	return units
 }
 
+// TestUnitsShown keeps production's READMEs and units/ in step: each code block that
+// names an installed file in its first line ("# /etc/...") is that file of units/,
+// byte for byte, and each file of units/ is shown once in each README.
+func TestUnitsShown(t *testing.T) {
+	files := unitFiles(t)
+	if len(files) < 5 {
+		t.Fatalf("units/ holds %d files; want the 5 units at least", len(files))
+	}
+	for _, readme := range []string{"README.md", "README.zh-CN.md"} {
+		b, err := os.ReadFile(readme)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shown := map[string]int{}
+		for _, block := range echotest.CodeBlocks(string(b)) {
+			first, _, _ := strings.Cut(block, "\n")
+			if !strings.HasPrefix(first, "# /etc/") {
+				continue
+			}
+			path := strings.TrimPrefix(first, "# ")
+			shown[path]++
+			if file, ok := files[path]; !ok {
+				t.Errorf("%s shows %s, which units/ does not hold", readme, path)
+			} else if block != file {
+				t.Errorf("%s shows %s otherwise than units/ holds it:\n%s\nunits/:\n%s", readme, path, block, file)
+			}
+		}
+		for path := range files {
+			if shown[path] != 1 {
+				t.Errorf("%s shows %s %d times; want once", readme, path, shown[path])
+			}
+		}
+	}
+}
+
 // TestSystemd runs echod under the systemd of Debian 12 (252) and of Debian
-// 13 (257), each in a container, with each unit exactly as README.md shows
-// it, hardening and all.
+// 13 (257), each in a container, with each unit of units/ (which README.md
+// shows), hardening and all.
 func TestSystemd(t *testing.T) {
 	if !*withSystemd {
 		t.Skip("boots a container: make test-systemd")
@@ -558,7 +600,7 @@ func TestSystemd(t *testing.T) {
 // a new daemon killed after it said ready, socket activation, and a start
 // that fails.
 func testSystemd(t *testing.T, suite string) {
-	units := readmeUnits(t)
+	units := unitFiles(t)
 	c := bootSystemd(t, suite)
 	t.Logf("%s: %s", suite, c.must(t, "systemctl --version | head -1"))
 	// installBin puts bin at path in the container as a new file, as mv does.
@@ -583,7 +625,7 @@ func testSystemd(t *testing.T, suite string) {
 			path := "/etc/systemd/system/" + name
 			unit, ok := units[path]
 			if !ok {
-				t.Fatalf("README.md shows no %s", path)
+				t.Fatalf("units/ holds no %s", path)
 			}
 			c.must(t, fmt.Sprintf("cat > %s <<'EOF'\n%sEOF", path, unit))
 			t.Cleanup(func() {
@@ -634,6 +676,12 @@ func testSystemd(t *testing.T, suite string) {
 		install(t, "echod-daemon.service")
 		c.must(t, "systemctl start echod-daemon")
 		echo(t, "served when systemctl start returned")
+		// The first echod's stdout is the journal's: its one line names the daemon.
+		line := "echod: daemon pid " + c.show(t, "echod-daemon", "MainPID") + " listening on 127.0.0.1:8080"
+		echotest.Poll(t, 5*time.Second, "the journal has no "+line, func() bool {
+			journal, _ := c.sh(t, "journalctl --no-pager -u echod-daemon")
+			return strings.Contains(journal, line)
+		})
 		pidfile := "/run/echod/echod.pid"
 		if main, inFile := c.show(t, "echod-daemon", "MainPID"), c.must(t, "cat "+pidfile); main != inFile {
 			t.Errorf("MainPID %s, PID file %s", main, inFile)
@@ -807,7 +855,7 @@ func testSystemd(t *testing.T, suite string) {
 	})
 }
 
-// TestUnitsExposure scores each service unit that README.md shows with
+// TestUnitsExposure scores each service unit of units/ (which README.md shows) with
 // systemd-analyze security, offline, as an administrator who pastes it
 // would: none may be above 1.5.
 func TestUnitsExposure(t *testing.T) {
@@ -816,7 +864,7 @@ func TestUnitsExposure(t *testing.T) {
 	}
 	dir := t.TempDir()
 	scored := 0
-	for path, unit := range readmeUnits(t) {
+	for path, unit := range unitFiles(t) {
 		name := filepath.Base(path)
 		if !strings.HasSuffix(name, ".service") {
 			continue
@@ -836,7 +884,7 @@ func TestUnitsExposure(t *testing.T) {
 		}
 	}
 	if scored != 4 {
-		t.Errorf("%d services scored, want the 4 that README.md shows", scored)
+		t.Errorf("%d services scored, want the 4 of units/", scored)
 	}
 }
 
