@@ -238,13 +238,13 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			}
 			continue
 		case <-timer:
-			if next != nil && len(sigs) > 0 {
+			if next == nil || started != nil { // -grace is over, even if a start our stop ended has not yet
+				p.release()
+			} else if len(sigs) > 0 {
 				timer = time.After(time.Millisecond) // a signal that came with the end of the linger is passed on first
-			} else if next != nil {
+			} else {
 				passed.Wait() // what we passed on has gone
 				return nil    // the PID file is next's
-			} else {
-				p.release()
 			}
 			continue
 		case <-served:
