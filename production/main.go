@@ -197,6 +197,7 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		timer          <-chan time.Time // -grace's end at a stop; after the last move, the end of a linger
 		began          time.Time        // the handover's
 		passed         sync.WaitGroup   // orders on their way to next
+		flushed        chan os.Signal   // at the linger's end, our own marker signal: what was sent before it is in
 	)
 	for {
 		waitHUP := hup
@@ -240,13 +241,20 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		case <-timer:
 			if next == nil || started != nil { // -grace is over, even if a start our stop ended has not yet
 				p.release()
-			} else if len(sigs) > 0 {
-				timer = time.After(time.Millisecond) // a signal that came with the end of the linger is passed on first
-			} else {
-				passed.Wait() // what we passed on has gone
-				return nil    // the PID file is next's
+			} else { // a signal sent to us may not be in sigs yet (a loaded machine): Go's runtime hands signals
+				// over in the order they came (lowest first if together), so once a SIGWINCH sent now is in, it is
+				flushed = make(chan os.Signal, 1)
+				signal.Notify(flushed, syscall.SIGWINCH)
+				syscall.Kill(os.Getpid(), syscall.SIGWINCH)
 			}
 			continue
+		case <-flushed:
+			if signal.Stop(flushed); len(sigs) > 0 {
+				flushed, timer = nil, time.After(time.Millisecond) // it is passed on first, then we flush again
+				continue
+			}
+			passed.Wait() // what we passed on has gone
+			return nil    // the PID file is next's
 		case <-served:
 			if started != nil && <-started == nil { // a start our stop ended: it is gone once started says so
 				syscall.Kill(-next.pid, syscall.SIGKILL)
