@@ -404,21 +404,24 @@ func (p *pool) echo(j *job, buf []byte) error {
 			return err // its client sees EOF
 		}
 	}
-	// When the pool lets go, a Read or a Write returns at once.
-	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })()
 	heard, err := time.Now().Add(-j.silent), error(nil) // -idle counts its client's silence, never its wait
 	j.SetDeadline(heard.Add(p.idle + p.idle/8))
+	// When the pool lets go, a Read or a Write returns at once: after the deadline above, which would undo it.
+	defer context.AfterFunc(p.letGo, func() { j.SetDeadline(time.Now()) })()
 	if unsent := j.unsent; len(unsent) > 0 {
 		j.unsent = nil // write sets it again if this one moves on
 		err = p.write(j, unsent)
 	}
-	for err == nil && p.letGo.Err() == nil { // the safe point; after a deadline move, which may undo a wake
+	for err == nil && p.letGo.Err() == nil { // the safe point
 		nr, rerr := j.Read(buf)
 		if nr > 0 {
 			// A deadline move costs 2.5% of a round trip: only every idle/8, so a stall is cut in idle..9/8 idle.
 			if now := time.Now(); now.Sub(heard) >= p.idle/8 {
 				j.SetDeadline(now.Add(p.idle + p.idle/8))
 				heard = now
+				if p.letGo.Err() != nil { // let go meanwhile: its deadline, which this move undid
+					j.SetDeadline(now)
+				}
 			}
 			err = p.write(j, buf[:nr])
 		}
