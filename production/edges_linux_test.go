@@ -366,6 +366,40 @@ func TestReloadStopDuringStart(t *testing.T) {
 	}
 }
 
+// TestReloadStopPassedThenOwn stops the old daemon as it hands over, so that it passes `stop 1` on, and then the new
+// daemon by a signal of its own, as KillMode=control-group does in either order: one graceful stop, its client served
+// on within -grace, not a stop at once. (The new daemon added its own signal to the 1 it was told, and cut.)
+func TestReloadStopPassedThenOwn(t *testing.T) {
+	t.Parallel() // it mostly waits for -grace
+	for try := 1; ; try++ {
+		dir := t.TempDir()
+		pid, addr := launchDaemon(t, dir, "-grace", "3s")
+		c := echotest.Dial(t, addr)
+		if err := roundTrip(c, []byte("before the reload\n")); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(pid, syscall.SIGHUP)
+		next := awaitReload(t, dir, pid)
+		syscall.Kill(pid, syscall.SIGTERM) // in its handover or the 50 ms after it: it passes the stop on
+		log := filepath.Join(dir, "echod.log")
+		if !echotest.Until(2*time.Second, func() bool { b, _ := os.ReadFile(log); return bytes.Contains(b, []byte("msg=stopping")) }) {
+			if try == 3 { // the old daemon was gone before its SIGTERM each time (a loaded machine)
+				t.Fatal("the new daemon was never told to stop")
+			}
+			continue
+		}
+		syscall.Kill(next, syscall.SIGTERM)
+		if err := roundTrip(c, []byte("after both stops, within -grace\n")); err != nil {
+			t.Errorf("the client was cut: %v", err)
+		}
+		echotest.WaitGone(t, next)
+		if b, _ := os.ReadFile(log); bytes.Contains(b, []byte("stopping at once")) {
+			t.Errorf("want one graceful stop:\n%s", b)
+		}
+		return
+	}
+}
+
 // TestReloadStopNoGraceDuringStart stops the old daemon, with -grace 0, while its new daemon starts: the stop ends
 // the start, and the old daemon stops as any stop does, its log says so and the PID file goes. (-grace's timer fires
 // before the start has ended; the loop took it for the end of a handover's linger, and left without either.)

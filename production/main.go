@@ -191,7 +191,8 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 	ctx, cancel := context.WithCancel(context.Background()) // a start's, until we stop
 	defer cancel()
 	var (
-		stops, stopped int              // how hard we are asked to stop, and have stopped: 1 gracefully, 2 at once
+		signaled, told int              // our own stop signals, and the most our predecessor passed on (stop N)
+		stopped        int              // 1 gracefully, 2 at once; how hard we are asked: the larger of the two above
 		next           *link            // our successor: starting while started is not nil, then handed over to
 		started        <-chan error     // its word: nil once it serves
 		timer          <-chan time.Time // -grace's end at a stop; after the last move, the end of a linger
@@ -206,9 +207,9 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 		}
 		select {
 		case <-sigs:
-			stops++
+			signaled++
 		case n := <-orders: // a stop passed on says how hard: under KillMode=control-group, we had one too
-			if stops = max(stops, n); n == 0 { // reload, as a SIGHUP, coalescing with them
+			if told = max(told, n); n == 0 { // reload, as a SIGHUP, coalescing with them
 				select {
 				case hup <- syscall.SIGHUP:
 				default:
@@ -269,6 +270,7 @@ func run(ln net.Listener, from *link, pidf *os.File, reload func(context.Context
 			return nil
 		}
 		// A stop: a signal, or one passed on.
+		stops := max(signaled, told)
 		if next != nil && started == nil {
 			to, n := next, stops
 			passed.Go(func() { fmt.Fprintf(to, "stop %d", n) }) // whoever signalled us meant next: a message, no signal
