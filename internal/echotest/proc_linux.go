@@ -60,16 +60,25 @@ func Running(marker string) []int {
 	var found []int
 	for _, pid := range Descendants(os.Getpid()) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, fd := range fds {
-			link, _ := os.Readlink(fd)
-			b = append(append(b, 0), link...)
+		for _, file := range openFiles(pid) {
+			b = append(append(b, 0), file...)
 		}
 		if bytes.Contains(b, []byte(marker)) && Alive(pid) {
 			found = append(found, pid)
 		}
 	}
 	return found
+}
+
+// openFiles lists what pid's descriptors link to: its files' paths, socket:[inode] and the like.
+func openFiles(pid int) []string {
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	var files []string
+	for _, fd := range fds {
+		link, _ := os.Readlink(fd)
+		files = append(files, link)
+	}
+	return files
 }
 
 // Descendants lists pid's children, their children, and so on. A walk

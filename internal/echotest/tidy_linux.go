@@ -1,7 +1,6 @@
 package echotest
 
 import (
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -23,7 +22,7 @@ func strays(root string) []int {
 	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() && strings.HasSuffix(path, ".pid") {
 			b, _ := os.ReadFile(path)
-			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && holds(pid, path) {
+			if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid > 0 && slices.Contains(openFiles(pid), path) { // the Makefiles' proof
 				pids = append(pids, pid)
 			}
 		}
@@ -31,18 +30,6 @@ func strays(root string) []int {
 	})
 	slices.Sort(pids)
 	return slices.DeleteFunc(slices.Compact(pids), func(pid int) bool { return pid == os.Getpid() || !Alive(pid) })
-}
-
-// holds reports whether pid has the file at path open, the proof that the
-// Makefiles ask of a PID file's pid too.
-func holds(pid int, path string) bool {
-	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-	for _, fd := range fds {
-		if link, _ := os.Readlink(fd); link == path {
-			return true
-		}
-	}
-	return false
 }
 
 func kill(pid int) { syscall.Kill(pid, syscall.SIGKILL) }
