@@ -171,6 +171,12 @@ func SigMask(t testing.TB, pid int, name string) uint64 {
 func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr string) {
 	t.Helper()
 	CleanupDaemons(t, dir)
+	t.Cleanup(func() { // a failure in CI is read from its output alone: show what the daemons logged
+		if log, err := os.ReadFile(filepath.Join(dir, "echod.log")); t.Failed() && err == nil {
+			lines := strings.Split(strings.TrimSuffix(string(log), "\n"), "\n")
+			t.Logf("the last lines of %s/echod.log:\n%s", dir, strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
 	cmd := exec.Command(exe, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	cmd.Dir = dir
 	begin := time.Now()
