@@ -164,12 +164,16 @@ func TestClientUsage(t *testing.T) {
 // TestClientLongLine sends a 16 MiB line, about twice what the socket
 // buffers hold (a client that does not read blocks after 8.4 MiB on a
 // tcp_rmem max of 32 MiB): the client must read the echo while it writes, or
-// both sides block. Under -race, each MiB costs the client 0.15 s of CPU.
+// both sides block, and it gives up after -timeout (10s). Under -race the
+// client takes 2.2 s alone and 25 s beside six busy loops on 2 cores: a minute's
+// bound, not RunCmd's 20 s.
 func TestClientLongLine(t *testing.T) {
 	t.Parallel() // it keeps a core busy for seconds, while the other parallel tests mostly wait
 	s := startServer(t)
 	line := strings.Repeat("0123456789abcdef", 1<<20) + "\n"
-	out, errOut, code := runClient(t, line, hostPort(t, s.Addr)...)
+	cmd := exec.Command(clientBin, append([]string{"-retries", "0"}, hostPort(t, s.Addr)...)...)
+	cmd.Stdin = strings.NewReader(line)
+	out, errOut, code := echotest.RunCmdWithin(t, time.Minute, cmd)
 	if code != 0 || out != line {
 		t.Errorf("exit %d, stderr %q; %d of %d bytes back, equal: %v", code, errOut, len(out), len(line), out == line)
 	}

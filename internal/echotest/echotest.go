@@ -208,6 +208,13 @@ func IsTimeout(err error) bool {
 // RunCmd runs cmd to its end, killing it after 20 s, and returns what it printed.
 func RunCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 	t.Helper()
+	return RunCmdWithin(t, 20*time.Second, cmd)
+}
+
+// RunCmdWithin is RunCmd for a command whose work is long by design: it is
+// killed after d.
+func RunCmdWithin(t testing.TB, d time.Duration, cmd *exec.Cmd) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
@@ -216,11 +223,11 @@ func RunCmd(t testing.TB, cmd *exec.Cmd) (stdout, stderr string, code int) {
 		t.Fatal(err)
 	}
 	untrack := track(cmd)
-	timer := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	timer := time.AfterFunc(d, func() { cmd.Process.Kill() })
 	err := cmd.Wait()
 	untrack()
 	if !timer.Stop() {
-		t.Fatalf("%s still running after 20 s; stderr:\n%s", cmd.Path, errb.String())
+		t.Fatalf("%s still running after %v; stderr:\n%s", cmd.Path, d, errb.String())
 	}
 	return out.String(), errb.String(), ExitCode(err)
 }
