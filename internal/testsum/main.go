@@ -64,7 +64,15 @@ func summarise(r io.Reader, w io.Writer) bool {
 				short := pkg[strings.Index(pkg, "/")+1:] // echod/production as production
 				skips = append(skips, [2]string{pkg, fmt.Sprintf("SKIP %s (%s): %s", e.Test, short, skipReason(o, e.Test))})
 			}
-			output[pkg] = slices.DeleteFunc(o, func(l line) bool { return l.test == e.Test })
+			// Its lines end at its own --- PASS or --- SKIP: what test2json names it for after that is not its,
+			// e.g. a timeout's panic, printed after a parallel test's last line and before its pass event.
+			end := len(o)
+			for i, l := range o {
+				if l.test == e.Test && strings.HasPrefix(strings.TrimLeft(l.text, " "), "--- ") {
+					end = i + 1
+				}
+			}
+			output[pkg] = append(slices.DeleteFunc(o[:end:end], func(l line) bool { return l.test == e.Test }), o[end:]...)
 		case e.Test != "": // a test failed (its package shows it), started...
 		case e.Action == "fail": // the package
 			failed = true

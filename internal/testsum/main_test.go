@@ -51,6 +51,30 @@ func TestSummarise(t *testing.T) {
 	checkSummary(t, summary.String())
 }
 
+// testdata/timeout.json is what go test -json -timeout 3s printed for a
+// package of three parallel tests, TestB hung (most of the stack trace cut):
+// test2json names the passed TestC for the timeout's panic, and TestC's pass
+// event comes after it.
+func TestSummariseTimeout(t *testing.T) {
+	f, err := os.Open("testdata/timeout.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var summary bytes.Buffer
+	if summarise(f, &summary) {
+		t.Error("summarise reported success for a package that timed out")
+	}
+	for _, want := range []string{"panic: test timed out after 3s\n\trunning tests:\n\t\tTestB (3s)\n", "hang.TestB(", "FAIL\thang\t"} {
+		if !strings.Contains(summary.String(), want) {
+			t.Errorf("the summary lacks %q:\n%s", want, &summary)
+		}
+	}
+	if strings.Contains(summary.String(), "--- PASS") {
+		t.Errorf("the summary shows a passed test's line:\n%s", &summary)
+	}
+}
+
 // TestRun checks that run's status is the command's as well as the tests':
 // each command prints the fixture's lines for d, which passed.
 func TestRun(t *testing.T) {
