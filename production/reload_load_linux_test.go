@@ -272,13 +272,15 @@ func startFullPool(t *testing.T, dir string, silent int, args ...string) *fullPo
 // silent clients wait in the backlog: the new daemon's workers and queue
 // fill with those, so every client the old daemon moves must wait there for
 // a worker. The one that did not read reads again after 1s; the silent
-// clients leave after 4s (-idle, 2s, cuts some before). Every chatting
-// client is served throughout, every line echoed, the 16 MiB come back
-// whole, and the old daemon cut none.
+// clients leave after 6s (-idle, 4s, cuts the first ten before), so that the
+// moved clients wait longer than -idle. Every chatting client is served
+// throughout, every line echoed, the 16 MiB come back whole, and the old
+// daemon cut none. (With -idle 2s, a stall of 2s around the reload, as a
+// loaded CI machine had, cut the clients in service; SIGSTOP shows it.)
 func TestReloadFullPool(t *testing.T) {
 	t.Parallel() // it mostly waits
 	dir := t.TempDir()
-	p := startFullPool(t, dir, 60, "-idle", "2s", "-grace", "5s")
+	p := startFullPool(t, dir, 60, "-idle", "4s", "-grace", "5s")
 	begin := time.Now()
 	syscall.Kill(p.pid, syscall.SIGHUP)
 	next := awaitReload(t, dir, p.pid)
@@ -295,11 +297,11 @@ func TestReloadFullPool(t *testing.T) {
 		}
 		read <- err
 	}()
-	time.Sleep(time.Until(begin.Add(4 * time.Second)))
+	time.Sleep(time.Until(begin.Add(6 * time.Second)))
 	for _, c := range p.silent {
 		c.Close()
 	}
-	time.Sleep(time.Until(begin.Add(6 * time.Second)))
+	time.Sleep(time.Until(begin.Add(8 * time.Second)))
 	p.chat.check(t, 50)
 	if err := <-read; err != nil || !bytes.Equal(got, p.data) {
 		t.Errorf("the client that did not read, then read: %v; equal: %v", err, bytes.Equal(got, p.data))
