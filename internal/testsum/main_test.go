@@ -38,40 +38,36 @@ func checkSummary(t *testing.T, summary string) {
 	}
 }
 
-func TestSummarise(t *testing.T) {
-	f, err := os.Open("testdata/fixture.json")
+// summariseFailed summarises the events in file, which must not pass.
+func summariseFailed(t *testing.T, file string) string {
+	t.Helper()
+	f, err := os.Open(file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	var summary bytes.Buffer
 	if summarise(f, &summary) {
-		t.Error("summarise reported success, with a test failed and a build failed")
+		t.Errorf("summarise reported success for %s, where tests or builds failed", file)
 	}
-	checkSummary(t, summary.String())
+	return summary.String()
 }
+
+func TestSummarise(t *testing.T) { checkSummary(t, summariseFailed(t, "testdata/fixture.json")) }
 
 // testdata/timeout.json is what go test -json -timeout 3s printed for a
 // package of three parallel tests, TestB hung (most of the stack trace cut):
 // test2json names the passed TestC for the timeout's panic, and TestC's pass
 // event comes after it.
 func TestSummariseTimeout(t *testing.T) {
-	f, err := os.Open("testdata/timeout.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var summary bytes.Buffer
-	if summarise(f, &summary) {
-		t.Error("summarise reported success for a package that timed out")
-	}
+	summary := summariseFailed(t, "testdata/timeout.json")
 	for _, want := range []string{"panic: test timed out after 3s\n\trunning tests:\n\t\tTestB (3s)\n", "hang.TestB(", "FAIL\thang\t"} {
-		if !strings.Contains(summary.String(), want) {
-			t.Errorf("the summary lacks %q:\n%s", want, &summary)
+		if !strings.Contains(summary, want) {
+			t.Errorf("the summary lacks %q:\n%s", want, summary)
 		}
 	}
-	if strings.Contains(summary.String(), "--- PASS") {
-		t.Errorf("the summary shows a passed test's line:\n%s", &summary)
+	if strings.Contains(summary, "--- PASS") {
+		t.Errorf("the summary shows a passed test's line:\n%s", summary)
 	}
 }
 
