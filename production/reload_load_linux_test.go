@@ -184,6 +184,17 @@ func handovers(t *testing.T, dir string, last int) []string {
 // waited for a worker. Then the second client is served, in its turn.
 func TestReloadIdleCountsSilenceOnly(t *testing.T) {
 	t.Parallel() // it mostly waits on -idle
+	for try := 1; !idleCountsSilenceOnly(t, try == 3); try++ {
+	}
+}
+
+// idleCountsSilenceOnly sets the scene once. Unless last, it gives up, and
+// reports false, when the moved client took the new daemon's worker before
+// the backlog's client: a new daemon accepts as it is moved to (see
+// production/README.md, "new clients are another matter"), and on a loaded
+// machine its accept may run after the moves (1 run of CI's command in 5,
+// beside two busy loops).
+func idleCountsSilenceOnly(t *testing.T, last bool) bool {
 	dir := t.TempDir()
 	pid, addr := launchDaemon(t, dir, "-workers", "1", "-queue", "0", "-idle", "3s")
 	moved, holder := newChatters(t), newChatters(t)
@@ -200,8 +211,12 @@ func TestReloadIdleCountsSilenceOnly(t *testing.T) {
 	third.Write([]byte("third\n")) // its accept loop holds the second: it stays in the backlog
 	syscall.Kill(pid, syscall.SIGHUP)
 	awaitReload(t, dir, pid)
-	third.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if got, err := bufio.NewReader(third).ReadString('\n'); err != nil || got != "third\n" {
+	third.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if got, err := bufio.NewReader(third).ReadString('\n'); echotest.IsTimeout(err) && !last {
+		t.Log("the moved client has the new daemon's only worker, not the backlog's: again")
+		close(moved.done) // it ends after its line, which that worker echoes
+		return false
+	} else if err != nil || got != "third\n" {
 		t.Fatalf("the backlog's client, which should have the new daemon's only worker, got %q, %v", got, err)
 	}
 	holder.start(third)
@@ -213,6 +228,7 @@ func TestReloadIdleCountsSilenceOnly(t *testing.T) {
 	if got, err := bufio.NewReader(second).ReadString('\n'); err != nil || got != "second\n" {
 		t.Errorf("the second client, served last, got %q, %v", got, err)
 	}
+	return true
 }
 
 // fullPool sets the scene of the second item at a tenth of its scale:
