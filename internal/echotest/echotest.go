@@ -75,11 +75,7 @@ func Start(t testing.TB, cmd *exec.Cmd) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dieWithTest(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	untrack := track(cmd)
+	untrack := startTracked(t, cmd)
 	t.Cleanup(func() { cmd.Process.Kill(); <-s.Done })
 	started := make(chan string, 1)
 	go func() {
@@ -218,11 +214,7 @@ func RunCmdWithin(t testing.TB, d time.Duration, cmd *exec.Cmd) (stdout, stderr 
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	cmd.WaitDelay = 5 * time.Second // a daemon that kept our stdout would hang us
-	dieWithTest(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	untrack := track(cmd)
+	untrack := startTracked(t, cmd)
 	timer := time.AfterFunc(d, func() { cmd.Process.Kill() })
 	err := cmd.Wait()
 	untrack()

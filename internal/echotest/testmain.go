@@ -141,9 +141,15 @@ func tidy(root string) string {
 	return left
 }
 
-// track records that cmd has started, until it has been waited for (call
-// done then), for an interrupt to kill it.
-func track(cmd *exec.Cmd) (done func()) {
+// startTracked starts cmd, to die with the test's process (dieWithTest), and
+// records it until it has been waited for (call untrack then), for an
+// interrupt to kill it.
+func startTracked(t testing.TB, cmd *exec.Cmd) (untrack func()) {
+	t.Helper()
+	dieWithTest(cmd)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	children.Store(cmd.Process, struct{}{})
 	return func() { children.Delete(cmd.Process) }
 }
