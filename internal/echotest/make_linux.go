@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -53,12 +52,11 @@ func MakeWithoutPS(t *testing.T, makefile, exe string, targets ...string) {
 			}
 		}
 	}
-	NeedTool(t, "make", "make")
 	dir := t.TempDir()
 	pid, _ := StartDaemon(t, dir, exe)
 	for _, target := range targets {
-		cmd := exec.Command("make", "-s", "-f", makefile, target, "GO=true")
-		cmd.Dir, cmd.Env = dir, append(os.Environ(), "PATH="+bin)
+		cmd := makeCmd(t, makefile, dir, target, "GO=true")
+		cmd.Env = append(os.Environ(), "PATH="+bin)
 		_, errOut, code := RunCmd(t, cmd)
 		if want := "echod: make " + target + " needs ps (apt-get install procps)\n"; code == 0 || !strings.HasPrefix(errOut, want) || !Alive(pid) { // then make's own line
 			t.Errorf("make %s without ps: exit %d, stderr %q, daemon alive %v; want it refused: %q",

@@ -196,11 +196,18 @@ func StartDaemon(t testing.TB, dir, exe string, args ...string) (pid int, addr s
 // that signal a daemon use ps.
 func Make(t testing.TB, makefile, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	NeedTool(t, "make", "make")
+	cmd := makeCmd(t, makefile, dir, args...)
 	NeedTool(t, "ps", "procps")
+	return RunCmd(t, cmd)
+}
+
+// makeCmd is make, quiet, with makefile, targets and variables, to run in dir.
+func makeCmd(t testing.TB, makefile, dir string, args ...string) *exec.Cmd {
+	t.Helper()
+	NeedTool(t, "make", "make")
 	cmd := exec.Command("make", append([]string{"-s", "-f", makefile}, args...)...)
 	cmd.Dir = dir
-	return RunCmd(t, cmd)
+	return cmd
 }
 
 // DaemonLeavesTerminal starts the daemon at bin from a terminal, as a user would,
